@@ -1,0 +1,47 @@
+# Two commands do all the set-up on a fresh machine with Python 3.11:
+#   make book   - create .venv, install, run every notebook with papermill, write figures/
+#   make test   - create .venv, install, run the unit tests and every notebook at smoke size
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch 2.13.0 CPU: pip finds the local CPU wheel here; elsewhere install the CPU build first if you like.
+TORCH  ?= torch==2.13.0
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+OUT    ?= out
+
+.PHONY: all venv book test test-fast notebooks-sync bench clean
+all: test
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[book,test]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+# every chapter at its default size; executed copies and metrics land in out/, figures in figures/
+book: venv
+	@mkdir -p $(OUT)
+	@set -e; for nb in $(NOTEBOOKS); do \
+	  name=$$(basename $$nb .ipynb); echo "== $$name"; \
+	  $(BIN)/papermill --cwd notebooks $$nb $(OUT)/$$name.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/$$name.json; \
+	done
+	@echo "figures written to figures/:"; ls figures/*.png
+
+test: venv
+	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider tests $(NOTEBOOKS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+# after editing a notebook's .py, refresh its .ipynb twin (outputs stay out of git)
+notebooks-sync: venv
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+bench: venv
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_das.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,15 @@
+"""Test-suite settings shared by the unit tests and the nbval notebook runs.
+
+Notebook kernels inherit this process's environment, so setting it here makes every
+notebook run at its smoke size, headless, and write into a temporary data/figures
+folder rather than the reader's.
+"""
+import os
+import tempfile
+
+_tmp = tempfile.mkdtemp(prefix="symlib-test-")
+os.environ["SYMLIB_SMOKE"] = "1"
+os.environ["MPLBACKEND"] = "Agg"
+os.environ.setdefault("SYMLIB_DATA", os.path.join(_tmp, "data"))
+os.environ.setdefault("SYMLIB_FIGURES", os.path.join(_tmp, "figures"))
+os.environ.setdefault("OMP_NUM_THREADS", "2")

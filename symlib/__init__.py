@@ -1,0 +1,28 @@
+"""symlib: symbol-like number variables in small sequence models.
+
+Tasks and programs (``tasks``, ``programs``, ``counterfactuals``), networks (``models``,
+``hooked`` for your own), training (``training``), alignment search (``alignment``,
+``das``), figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``,
+``utils``). The names below are the ones notebooks use most.
+"""
+from __future__ import annotations
+
+import os
+
+from .alignment import ALIGNMENT_NAMES, AlignmentFunction, make_alignment
+from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_pairs, pairs_from_trials
+from .das import DASConfig, DASResult, das_controls, evaluate_alignment, iia_table, load_alignment, network_rollout, run_das, save_alignment
+from .hooked import HookedModel, wrap_model
+from .models import ARCH_NAMES, ModelConfig, SequenceModel, build_model, free_run, greedy_rollout, make_model
+from .paths import REPO_ROOT, data_dir, figures_dir, runs_dir
+from .programs import PROGRAM_NAMES, counterfactual, make_program
+from .tasks import COUNT_SETS, HELDOUT_COUNTS, OUT_OF_RANGE_COUNTS, TASK_NAMES, TRAIN_COUNTS, Task, Trials, make_task
+from .training import RunResult, TrainConfig, checkpoint_steps, evaluate, load_checkpoint, load_or_train, load_run, train
+from .utils import resolve_device, seed_everything, write_results
+
+__version__ = "0.1.0"
+
+
+def smoke_mode(flag: bool = False) -> bool:
+    """True when a notebook should run at its tiny test size: ``SMOKE`` or ``$SYMLIB_SMOKE=1`` (set by the test suite)."""
+    return bool(flag) or os.environ.get("SYMLIB_SMOKE", "") == "1"

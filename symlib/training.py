@@ -1,0 +1,419 @@
+"""Train a network on a counting task: the original recipe, an explicit stopping rule,
+dense-then-sparse checkpoints, resumable runs.
+
+A run lives in one folder (``data/runs/<name>/``)::
+
+    config.json        the TrainConfig that made it
+    metrics.json       one record per evaluation
+    latest.pt          everything needed to resume (model, optimiser, RNG, data order)
+    ckpt/step_000100.pt   model weights on the checkpoint schedule (for learning dynamics)
+
+Checkpoints hold only tensors and plain values and are loaded with
+``torch.load(weights_only=True)``, so loading one cannot run arbitrary code.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .models import ARCH_NAMES, ModelConfig, SequenceModel, build_model
+from .paths import runs_dir
+from .tasks import COUNT_SETS, TASK_NAMES, Task, Trials, make_task
+from .utils import atomic_torch_save, atomic_write_json, check_choice, resolve_device, seed_everything
+
+CHECKPOINT_FORMAT = "symlib-checkpoint/1"
+RESPONSE_INPUTS = ("free", "teacher")
+
+
+def is_checkpoint_step(step: int) -> bool:
+    """Dense early, sparse later: every 25 steps to 200, 50 to 1000, 250 to 5000, then 1000."""
+    if step <= 200:
+        return step % 25 == 0
+    if step <= 1000:
+        return step % 50 == 0
+    if step <= 5000:
+        return step % 250 == 0
+    return step % 1000 == 0
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (SPEC section 4 defaults)."""
+
+    task: str = "multiobject"
+    arch: str = "gru"
+    d_model: int = 128
+    seed: int = 0
+    dropout: float = 0.5
+    unk_p: Optional[float] = None  # void-token rate; None: 0.2 for Transformers, 0 for RNNs (original)
+    response_input: Optional[str] = None  # "free" or "teacher"; None: free for RNNs, teacher for Transformers
+    lr: float = 5e-4
+    batch_size: int = 128
+    n_train_trials: int = 1000  # one fixed training set, reshuffled each epoch
+    warmup_steps: int = 100
+    max_steps: int = 3000
+    eval_every: int = 25
+    n_eval_trials: int = 500
+    solve_threshold: float = 0.99
+    patience: int = 8  # evaluations at or above the threshold (training counts) before stopping; 0: never stop early
+
+    def __post_init__(self):
+        check_choice("task", self.task, TASK_NAMES)
+        check_choice("architecture", self.arch, ARCH_NAMES)
+        is_tf = self.arch.startswith("transformer")
+        if self.unk_p is None:
+            self.unk_p = 0.2 if is_tf else 0.0
+        if self.response_input is None:
+            self.response_input = "teacher" if is_tf else "free"
+        check_choice("response_input", self.response_input, RESPONSE_INPUTS)
+        for name in ("batch_size", "n_train_trials", "max_steps", "eval_every", "n_eval_trials"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        self.model_config()  # raises if the width does not fit the architecture
+        make_task(self.task, self.unk_p)
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(arch=self.arch, vocab_size=make_task(self.task).vocab_size, d_model=self.d_model, dropout=self.dropout)
+
+    def make_task(self) -> Task:
+        return make_task(self.task, self.unk_p)
+
+    def run_name(self) -> str:
+        return f"{self.task}-{self.arch}-d{self.d_model}-s{self.seed}"
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up for ``warmup_steps``, then lr * (warmup/step)^0.25 (the original schedule)."""
+    s = step + 1
+    if s <= cfg.warmup_steps:
+        return cfg.lr * s / cfg.warmup_steps
+    return cfg.lr * (cfg.warmup_steps / s) ** 0.25
+
+
+def sequence_loss(logits: torch.Tensor, tokens: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """Cross-entropy of next-token predictions over all non-pad targets: logits (B, L, V), tokens (B, L)."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=pad)
+
+
+def training_loss(model: SequenceModel, inputs: torch.Tensor, targets: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """``sequence_loss`` of ``model(inputs)`` against ``targets``, computed on non-pad targets only.
+
+    Same value as ``sequence_loss``; a batch is roughly half padding, so this saves about
+    half the read-out work (and, for RNNs, a quarter of the recurrence).
+    """
+    logits, tgt = model.nonpad_logits(inputs, targets, pad)
+    return F.cross_entropy(logits, tgt)
+
+
+@torch.no_grad()
+def graded_accuracy(logits: torch.Tensor, tokens: torch.Tensor, graded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-trial (all graded tokens right, fraction right): logits (B, L, V), tokens/graded (B, L).
+
+    Teacher-forced trial accuracy equals free-running trial accuracy: both fail at the
+    same first wrong token.
+    """
+    pred = logits[:, :-1].argmax(-1)
+    g = graded[:, 1:]
+    ok = (pred == tokens[:, 1:]) | ~g
+    n = g.sum(1).clamp(min=1)
+    return ok.all(1), ((pred == tokens[:, 1:]) & g).sum(1) / n
+
+
+@torch.no_grad()
+def evaluate(model: SequenceModel, trials: Trials, batch_size: int = 1000) -> dict[str, float]:
+    """Loss, token accuracy and trial accuracy of ``model`` on ``trials`` (eval mode)."""
+    was = model.training
+    model.eval()
+    dev = model.device
+    tot_loss, trial_ok, tok_ok, tok_n = 0.0, 0, 0.0, 0
+    for i in range(0, len(trials), batch_size):
+        b = trials[i:i + batch_size].to(dev)
+        logits = model(b.tokens)
+        tot_loss += float(sequence_loss(logits, b.tokens)) * len(b)
+        ok, _ = graded_accuracy(logits, b.tokens, b.task_mask)
+        pred = logits[:, :-1].argmax(-1)
+        g = b.task_mask[:, 1:]
+        tok_ok += float(((pred == b.tokens[:, 1:]) & g).sum())
+        tok_n += int(g.sum())
+        trial_ok += int(ok.sum())
+    model.train(was)
+    return {"loss": tot_loss / len(trials), "token_acc": tok_ok / max(tok_n, 1), "trial_acc": trial_ok / len(trials)}
+
+
+def eval_sets(task: Task, n: int, seed: int) -> dict[str, Trials]:
+    """Fixed evaluation trials (no void tokens) on training, held-out and out-of-range counts."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    return {name: task.sample(n, COUNT_SETS[name], g, unk_p=0.0) for name in ("train", "heldout", "out_of_range")}
+
+
+@dataclass
+class RunResult:
+    """What ``train`` returns: the trained model, its evaluation history and a summary."""
+
+    model: SequenceModel
+    config: TrainConfig
+    run_dir: Optional[Path]
+    history: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+
+def _summarise(history: list, cfg: TrainConfig) -> dict:
+    last = history[-1] if history else {}
+    solved = next((r for r in history if r["trial_acc_train"] >= cfg.solve_threshold and r["trial_acc_heldout"] >= cfg.solve_threshold), None)
+    best = max(reversed(history), key=lambda r: r["trial_acc_train"]) if history else {}
+    return {
+        "steps": last.get("step", 0),
+        "seconds": last.get("seconds", 0.0),
+        "trial_acc_train": last.get("trial_acc_train"),
+        "trial_acc_heldout": last.get("trial_acc_heldout"),
+        "trial_acc_out_of_range": last.get("trial_acc_out_of_range"),
+        "token_acc_train": last.get("token_acc_train"),
+        "steps_to_solve": solved["step"] if solved else None,
+        "seconds_to_solve": solved["seconds"] if solved else None,
+        "stopped_because": last.get("stopped_because"),
+        "best_step": best.get("step"),
+        "best_trial_acc_train": best.get("trial_acc_train"),
+        "best_trial_acc_heldout": best.get("trial_acc_heldout"),
+    }
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> bool:
+    """Make ``run_dir`` ready; return True when there is a run to resume."""
+    cfg_path = run_dir / "config.json"
+    if run_dir.exists() and overwrite:
+        shutil.rmtree(run_dir)
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        new = asdict(cfg)
+        differ = {k for k in new if k != "max_steps" and old.get(k) != new[k]}
+        if differ:
+            raise ValueError(
+                f"{run_dir} holds a run with a different config ({', '.join(sorted(differ))} differ); "
+                "choose another run_dir or pass overwrite=True")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg_path, asdict(cfg))
+    return (run_dir / "latest.pt").exists()
+
+
+def train(
+    cfg: TrainConfig | None = None,
+    run_dir: str | Path | None = "auto",
+    device: str = "auto",
+    progress: bool = True,
+    overwrite: bool = False,
+    **overrides,
+) -> RunResult:
+    """Train a network as ``cfg`` says (keywords override fields); resume if ``run_dir`` holds a run.
+
+    run_dir: "auto" -> ``data/runs/<task>-<arch>-d<width>-s<seed>``; None -> keep nothing on disk.
+    The config is checked before anything is written, so a bad task or width leaves no trace.
+    """
+    cfg = TrainConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
+    dev = resolve_device(device)
+    if run_dir == "auto":
+        run_dir = runs_dir() / cfg.run_name()
+    run_dir = Path(run_dir) if run_dir is not None else None
+
+    g = seed_everything(cfg.seed)
+    task = cfg.make_task()
+    model = build_model(cfg.model_config()).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    train_set = task.sample(cfg.n_train_trials, COUNT_SETS["train"], g)
+    evals = eval_sets(task, cfg.n_eval_trials, cfg.seed)
+    history: list[dict] = []
+    step, perm, cursor, secs = 0, torch.randperm(cfg.n_train_trials, generator=g), 0, 0.0
+    streak = 0
+
+    resuming = run_dir is not None and _prepare_run_dir(run_dir, cfg, overwrite)
+    if resuming:
+        st = torch.load(run_dir / "latest.pt", weights_only=True, map_location="cpu")
+        model.load_state_dict(st["state_dict"])
+        opt.load_state_dict(st["optimizer"])
+        torch.set_rng_state(st["torch_rng"])
+        g.set_state(st["data_rng"])
+        step, perm, cursor, secs, streak = st["step"], st["perm"], st["cursor"], st["seconds"], st["streak"]
+        history = json.loads(st["history"])
+
+    def save_latest():
+        if run_dir is None:
+            return
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)), "model_config": cfg.model_config().to_json(),
+            "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+            "data_rng": g.get_state(), "step": step, "perm": perm, "cursor": cursor, "seconds": secs,
+            "streak": streak, "history": json.dumps(history)}, run_dir / "latest.pt")
+        atomic_write_json(run_dir / "metrics.json", history)
+
+    def save_checkpoint():
+        if run_dir is None:
+            return
+        atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)),
+                           "model_config": cfg.model_config().to_json(), "step": step,
+                           "state_dict": model.state_dict()}, run_dir / "ckpt" / f"step_{step:06d}.pt")
+
+    def save_best(rec: dict):
+        """Keep the best evaluation so far, judged on fresh trials of training counts only (held-out
+        counts are a test set); later wins ties. Transformers dip in and out of a solved state."""
+        if run_dir is None:
+            return
+        if rec["trial_acc_train"] >= max((r["trial_acc_train"] for r in history), default=-1.0):
+            atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)),
+                               "model_config": cfg.model_config().to_json(), "step": rec["step"],
+                               "state_dict": model.state_dict()}, run_dir / "best.pt")
+
+    def record(train_loss: float, stopped: str | None = None) -> dict:
+        rec = {"step": step, "epoch": step * cfg.batch_size / cfg.n_train_trials, "seconds": round(secs, 3),
+               "lr": lr_at(step, cfg), "train_loss": train_loss}
+        for name, trials in evals.items():
+            for k, v in evaluate(model, trials).items():
+                rec[f"{k}_{name}"] = v
+        if stopped:
+            rec["stopped_because"] = stopped
+        return rec
+
+    if not resuming:
+        rec0 = record(float("nan"))
+        save_best(rec0)
+        history.append(rec0)
+        if is_checkpoint_step(0):
+            save_checkpoint()
+    # a solved run is finished; one that only ran out of steps goes on if max_steps grew
+    done = bool(history and str(history[-1].get("stopped_because", "")).startswith("solved"))
+    bar = None
+    if progress and not done:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.arch} on {cfg.task}", unit="step")
+    losses: list[float] = []
+    try:
+        t0 = time.perf_counter()
+        while not done and step < cfg.max_steps:
+            model.train()
+            if cursor >= cfg.n_train_trials:
+                perm, cursor = torch.randperm(cfg.n_train_trials, generator=g), 0
+            b = train_set[perm[cursor:cursor + cfg.batch_size]].to(dev)
+            cursor += cfg.batch_size
+            inp = b.tokens
+            if cfg.response_input == "free":
+                # the network's own (dropout-free) predictions are fed at the response positions
+                model.eval()
+                inp = model.free_run_tokens(b.tokens, b.task_mask)
+                model.train()
+            for pg in opt.param_groups:
+                pg["lr"] = lr_at(step, cfg)
+            loss = training_loss(model, inp, b.tokens)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            losses.append(loss.item())
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                secs += time.perf_counter() - t0
+                rec = record(sum(losses) / len(losses))
+                losses = []
+                streak = streak + 1 if rec["trial_acc_train"] >= cfg.solve_threshold else 0
+                if cfg.patience and streak >= cfg.patience:
+                    rec["stopped_because"] = f"solved: trial accuracy on training counts >= {cfg.solve_threshold} for {cfg.patience} evaluations"
+                    done = True
+                elif step >= cfg.max_steps:
+                    rec["stopped_because"] = f"max_steps={cfg.max_steps} reached"
+                save_best(rec)
+                history.append(rec)
+                if bar is not None:
+                    bar.set_postfix(train=f"{rec['trial_acc_train']:.3f}", heldout=f"{rec['trial_acc_heldout']:.3f}")
+                t0 = time.perf_counter()
+            if is_checkpoint_step(step) or done or step >= cfg.max_steps:
+                save_checkpoint()
+                save_latest()
+    except KeyboardInterrupt:
+        save_latest()  # resume later by calling train() again with the same run_dir
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    save_latest()
+    model.eval()
+    return RunResult(model, cfg, run_dir, history, _summarise(history, cfg))
+
+
+def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[SequenceModel, TrainConfig, int]:
+    """Load a checkpoint file safely (weights only); return (model in eval mode, config, step)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    st = torch.load(path, weights_only=True, map_location="cpu")
+    if st.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a symlib checkpoint (format {st.get('format')!r})")
+    cfg = TrainConfig.from_dict(json.loads(st["config"]))
+    model = build_model(ModelConfig(**json.loads(st["model_config"])))
+    model.load_state_dict(st["state_dict"])
+    return model.to(resolve_device(device)).eval(), cfg, int(st["step"])
+
+
+def checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """Steps with a saved checkpoint in ``run_dir``, in order."""
+    return sorted(int(p.stem.split("_")[1]) for p in (Path(run_dir) / "ckpt").glob("step_*.pt"))
+
+
+def load_run(run_dir: str | Path, step: int | str | None = None, device: str = "auto") -> RunResult:
+    """Load a saved run: the model at ``step`` (default: the last; ``"best"``: the best evaluation),
+    its config and history."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "latest.pt").exists():
+        raise FileNotFoundError(f"{run_dir} holds no finished or interrupted run (no latest.pt)")
+    if step is None:
+        model, cfg, step = load_checkpoint(run_dir / "latest.pt", device)
+    elif step == "best":
+        model, cfg, step = load_checkpoint(run_dir / "best.pt", device)
+    else:
+        steps = checkpoint_steps(run_dir)
+        if step not in steps:
+            raise ValueError(f"no checkpoint at step {step} in {run_dir}; saved steps: {steps}")
+        model, cfg, _ = load_checkpoint(run_dir / "ckpt" / f"step_{step:06d}.pt", device)
+    history = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else []
+    return RunResult(model, cfg, run_dir, history, _summarise(history, cfg))
+
+
+def _finished(path: Path) -> bool:
+    m = path / "metrics.json"
+    if not (path / "latest.pt").exists() or not m.exists():
+        return False
+    hist = json.loads(m.read_text())
+    return bool(hist) and bool(hist[-1].get("stopped_because"))
+
+
+def load_or_train(task: str = "multiobject", arch: str = "gru", seed: int = 0, run_dir: str | Path = "",
+                  device: str = "auto", progress: bool = True, **train_kw) -> RunResult:
+    """Load the best checkpoint of a saved run, training (or finishing) it first if needed.
+
+    run_dir: a run saved by ``train`` (notebook 02), resumed with its own config if unfinished;
+    empty: ``data/runs/<task>-<arch>-d<width>-s<seed>``, trained with ``TrainConfig(task, arch,
+    seed, **train_kw)`` when missing.
+    """
+    if run_dir:
+        path = Path(run_dir)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"run_dir={str(run_dir)!r} holds no saved run (no config.json); leave it empty to train one")
+        cfg = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    else:
+        cfg = TrainConfig(task=task, arch=arch, seed=seed, **train_kw)
+        path = runs_dir() / cfg.run_name()
+    if not _finished(path):
+        train(cfg, run_dir=path, device=device, progress=progress)
+    return load_run(path, step="best" if (path / "best.pt").exists() else None, device=device)
