@@ -225,6 +225,8 @@ class BoundlessAlignment(AlignmentFunction):
     def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.02):
         if block_sizes is not None and len(block_sizes) != 1:
             raise ValueError("a boundless alignment learns the size of one block; for several variables use 'orthogonal'")
+        if block_sizes is not None and block_sizes[0] > d:
+            raise ValueError(f"the aligned subspace ({block_sizes[0]} dims) is wider than the state ({d} dims)")
         super().__init__(d, [d])
         lin = nn.Linear(d, d, bias=False)
         nn.init.orthogonal_(lin.weight)

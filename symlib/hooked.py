@@ -49,8 +49,12 @@ class HookedModel(SequenceModel):
             self.time_dim = time_dim
         self.sites = (site,)
         self.default_site = site
-        self.config = None
+        self.config = None  # not a symlib architecture; see ``kind``
         self._d = None
+
+    @property
+    def kind(self) -> str:
+        return type(self.module).__name__
 
     # ---- interface ---------------------------------------------------------------
     def forward(self, tokens):

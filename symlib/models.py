@@ -109,9 +109,14 @@ class SequenceModel(nn.Module):
     def state_size(self, site: str | None = None) -> int:
         raise NotImplementedError
 
+    @property
+    def kind(self) -> str:
+        """A short name for messages: the architecture, or the wrapped module's class."""
+        return self.config.arch if getattr(self, "config", None) is not None else type(self).__name__
+
     def check_site(self, site: str | None) -> str:
         site = self.default_site if site is None else site
-        return check_choice(f"site of a {self.config.arch}", site, self.sites)
+        return check_choice(f"site of a {self.kind}", site, self.sites)
 
     def states(self, tokens: torch.Tensor, site: str | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -228,20 +233,21 @@ class RecurrentModel(SequenceModel):
             return lambda x, hx: torch.lstm_cell(x, hx, *w)
         return lambda x, hx: torch.gru_cell(x, hx, *w)
 
-    @torch.no_grad()
-    def free_run_tokens(self, tokens, feed):
-        """Step only through the fed stretch: one fused pass up to the first fed token, then
-        token by token (exact free running, several times cheaper than repeated full passes)."""
-        if not bool(feed.any()):
-            return tokens
-        if self.config.n_layers != 1:
-            return super().free_run_tokens(tokens, feed)
-        L = tokens.shape[1]
-        idx = torch.arange(L, device=tokens.device)[None, :]
+    @staticmethod
+    def _feed_span(feed: torch.Tensor):
+        """First fed position minus one (where free running starts) and last fed position, per row."""
+        L = feed.shape[1]
+        idx = torch.arange(L, device=feed.device)[None, :]
         first = torch.where(feed, idx, L).min(1).values.clamp(max=L - 1)
         last = torch.where(feed, idx, -1).max(1).values
-        start = (first - 1).clamp(min=0)
-        s = self.state_at(tokens, "state", start)
+        return (first - 1).clamp(min=0), last
+
+    @torch.no_grad()
+    def _free_run_from(self, tokens, feed, start, s):
+        """Step from the packed state ``s`` after token ``start`` (per row), feeding predictions where
+        ``feed`` says; the read-out runs without dropout. Returns the inputs fed: (B, L)."""
+        L = tokens.shape[1]
+        _, last = self._feed_span(feed)
         H = self.hidden
         hx = (s[:, :H].contiguous(), s[:, H:].contiguous()) if self.is_lstm else s
         step = self._cell()
@@ -259,6 +265,45 @@ class RecurrentModel(SequenceModel):
             hx = step(emb[inp], hx)
             pred = head(hx[0] if self.is_lstm else hx)
         return out
+
+    @torch.no_grad()
+    def free_run_tokens(self, tokens, feed):
+        """Step only through the fed stretch: one fused pass up to the first fed token, then
+        token by token (exact free running, several times cheaper than repeated full passes)."""
+        if not bool(feed.any()):
+            return tokens
+        if self.config.n_layers != 1:
+            return super().free_run_tokens(tokens, feed)
+        start, _ = self._feed_span(feed)
+        return self._free_run_from(tokens, feed, start, self.state_at(tokens, "state", start))
+
+    def free_running_loss(self, tokens, feed, pad: int = 0):
+        """Training loss with the network's own predictions fed at ``feed`` positions.
+
+        Equal to ``cross_entropy(*nonpad_logits(free_run_tokens(tokens, feed), tokens))``, but
+        the stretch before the first fed token is run once, with gradients, and both the free
+        run and the gradient pass continue from its state.
+        """
+        B, L = tokens.shape
+        n = (tokens[:, 1:] != pad).sum(1)  # targets per row
+        start, _ = self._feed_span(feed)
+        c = n - start - 1  # inputs after the prefix that still predict a target
+        padded_at_end = not bool((tokens[:, 1:][torch.arange(L - 1, device=tokens.device)[None, :] >= n[:, None]] != pad).any())
+        if self.config.n_layers != 1 or not bool(feed.any(1).all()) or not bool((c >= 1).all()) or not padded_at_end:
+            inp = self.free_run_tokens(tokens, feed)
+            return F.cross_entropy(*self.nonpad_logits(inp, tokens, pad))
+        lp = (start + 1).cpu()
+        x = pack_padded_sequence(self.embed(tokens[:, : int(lp.max())]), lp, batch_first=True, enforce_sorted=False)
+        out_pre, hx = self.rnn(x)
+        inp = self._free_run_from(tokens, feed, start, self._pack_state(hx).detach())
+        k = torch.arange(int(c.max()), device=tokens.device)[None, :]
+        cont = inp.gather(1, (k + start[:, None] + 1).clamp(max=L - 1))
+        cont_tgt = tokens.gather(1, (k + start[:, None] + 2).clamp(max=L - 1))
+        out_c, _ = self.rnn(pack_padded_sequence(self.embed(cont), c.cpu(), batch_first=True, enforce_sorted=False), hx)
+        tgt_pre = pack_padded_sequence(tokens[:, 1: int(lp.max()) + 1], lp, batch_first=True, enforce_sorted=False).data
+        tgt_c = pack_padded_sequence(cont_tgt, c.cpu(), batch_first=True, enforce_sorted=False).data
+        logits = self.readout(torch.cat([out_pre.data, out_c.data]))
+        return F.cross_entropy(logits, torch.cat([tgt_pre, tgt_c]))
 
     def states(self, tokens, site=None):
         site = self.check_site(site)

@@ -120,6 +120,20 @@ def training_loss(model: SequenceModel, inputs: torch.Tensor, targets: torch.Ten
     return F.cross_entropy(logits, tgt)
 
 
+def free_running_loss(model: SequenceModel, tokens: torch.Tensor, feed: torch.Tensor, pad: int = 0) -> torch.Tensor:
+    """Training loss when the network is fed its own (dropout-free) predictions at ``feed``.
+
+    Uses the model's fused version when it has one (RNNs), else a free run then ``training_loss``.
+    """
+    if hasattr(model, "free_running_loss"):
+        return model.free_running_loss(tokens, feed, pad)
+    was = model.training
+    model.eval()
+    inp = model.free_run_tokens(tokens, feed)
+    model.train(was)
+    return training_loss(model, inp, tokens, pad)
+
+
 @torch.no_grad()
 def graded_accuracy(logits: torch.Tensor, tokens: torch.Tensor, graded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-trial (all graded tokens right, fraction right): logits (B, L, V), tokens/graded (B, L).
@@ -307,15 +321,13 @@ def train(
                 perm, cursor = torch.randperm(cfg.n_train_trials, generator=g), 0
             b = train_set[perm[cursor:cursor + cfg.batch_size]].to(dev)
             cursor += cfg.batch_size
-            inp = b.tokens
-            if cfg.response_input == "free":
-                # the network's own (dropout-free) predictions are fed at the response positions
-                model.eval()
-                inp = model.free_run_tokens(b.tokens, b.task_mask)
-                model.train()
             for pg in opt.param_groups:
                 pg["lr"] = lr_at(step, cfg)
-            loss = training_loss(model, inp, b.tokens)
+            if cfg.response_input == "free":
+                # the network's own (dropout-free) predictions are fed at the response positions
+                loss = free_running_loss(model, b.tokens, b.task_mask)
+            else:
+                loss = training_loss(model, b.tokens, b.tokens)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,94 @@
+"""DAS speed: milliseconds per alignment step and time from a trained network to IIA >= 0.95.
+
+Goal (issue 3): GRU width 128, count variable, n_units 16, batch 128, 2 CPU threads:
+<= 25 ms per DAS step, and <= 60 s from a trained network to validation trial IIA >= 0.95.
+(The reference code: about 1 s per step on the same kind of machine.)
+
+    python benchmarks/bench_das.py [--archs gru,lstm,transformer] [--threads 2] [--device cpu]
+
+Networks are loaded from data/runs (trained first if missing, as notebook 02 does).
+"ms/step" times 100 bare training steps (interchange, continuation, backward, Adam) after
+5 warm-up steps; "seconds to IIA 0.95" is a whole run_das call from the frozen network:
+pair generation excluded, state precomputation and validation every 50 steps included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import symlib
+from symlib.alignment import make_alignment
+from symlib.das import _batch, das_loss, frozen, scored_logits, site_states
+
+
+def ms_per_step(model, task, pairs, n_units=16, steps=100, batch=128):
+    site = model.default_site
+    H_t = site_states(model, pairs.tokens, pairs.pos, site)
+    H_s = site_states(model, pairs.src_tokens, pairs.src_pos, site)
+    align = make_alignment("orthogonal", model.state_size(site), [n_units], seed=0).to(model.device)
+    opt = torch.optim.Adam(align.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    times = []
+    with frozen(model):
+        for i in range(steps + 5):
+            idx = torch.randint(len(pairs), (batch,), generator=g)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            tokens, graded, pos, ht, hs, swap = _batch(pairs, H_t, H_s, idx, model.device)
+            logits, tgt, gr, _ = scored_logits(model, align, tokens, graded, pos, ht, hs, swap, site)
+            loss = das_loss(logits, tgt, gr)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= 5:
+                times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1000 * sum(times) / len(times), 1000 * times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--archs", default="gru,lstm,transformer")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--max-steps", type=int, default=3000)
+    ap.add_argument("--out", default=str(symlib.REPO_ROOT / "out" / "bench_das.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    task = symlib.make_task("multiobject")
+    t0 = time.perf_counter()
+    train_pairs = symlib.make_pairs(task, "up_down", "count", 10_000, seed=0)
+    val_pairs = symlib.make_pairs(task, "up_down", "count", 1_000, seed=7919)
+    gen_s = time.perf_counter() - t0
+    rows = []
+    for arch in args.archs.split(","):
+        model = symlib.load_or_train("multiobject", arch, 0, device=args.device, progress=False).model
+        mean_ms, median_ms = ms_per_step(model, task, train_pairs)
+        res = symlib.run_das(model, task, symlib.DASConfig(max_steps=args.max_steps, target_iia=0.95), train_pairs, val_pairs, progress=False)
+        m = res.metrics
+        row = {"arch": arch, "ms_per_step_mean": round(mean_ms, 1), "ms_per_step_median": round(median_ms, 1),
+               "steps_per_s": round(1000 / mean_ms, 1), "seconds_to_iia_0.95": m["seconds_to_iia_0.95"],
+               "iia_trial_at_stop": m["iia_trial"], "steps": m["steps"], "stopped_because": m["stopped_because"]}
+        rows.append(row)
+        print(json.dumps(row))
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads", "torch": torch.__version__,
+            "device": args.device, "pair_generation_seconds_11k": round(gen_s, 2)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"pairs: 11k generated in {gen_s:.1f} s")
+    print("| arch | ms / DAS step (mean, median) | steps/s | seconds to IIA 0.95 | IIA when stopped |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['arch']} | {r['ms_per_step_mean']}, {r['ms_per_step_median']} | {r['steps_per_s']} | {r['seconds_to_iia_0.95']} | {r['iia_trial_at_stop']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Distributed Alignment Search: no-op and full swaps, a hand-built counter, controls, your-own-model wrapper, saving, tables."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import symlib
+from symlib.das import DASConfig, DASResult, after_swap, evaluate_alignment, scored_logits, site_states
+from symlib.programs import intervention_positions
+
+from helpers import MULTI, gen, small_model, wrap
+
+
+@pytest.fixture(scope="module")
+def gru():
+    return small_model("gru", d_model=16, seed=7)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return symlib.make_pairs(MULTI, "up_down", "count", n=64, seed=2)
+
+
+def _own_predictions_ok(model, tokens, graded):
+    """Per pair: does the unintervened network predict every graded token (teacher-forced)?"""
+    with torch.no_grad():
+        pred = model(tokens).argmax(-1)
+    return ((pred[:, :-1] == tokens[:, 1:]) | ~graded[:, 1:]).all(1)
+
+
+# ---- 1. a zero-size swap is a no-op -----------------------------------------------------
+
+@pytest.mark.parametrize("kind,blocks", [("orthogonal", [0]), ("orthogonal", [4]), ("linear", [4]), ("revnet", [4]), ("boundless", None)])
+def test_zero_swap_is_a_no_op(gru, pairs, kind, blocks):
+    """With n_units = 0 or swap all zeros, the intervened logits (scored_logits / resume) equal the plain forward."""
+    H_t = site_states(gru, pairs.tokens, pairs.pos, "state")
+    H_s = site_states(gru, pairs.src_tokens, pairs.src_pos, "state")
+    align = symlib.make_alignment(kind, 16, blocks, seed=0)
+    swap = torch.zeros(len(pairs), 1, dtype=torch.bool)
+    with torch.no_grad():
+        logits, tgt, graded, rows = scored_logits(gru, align, pairs.tokens, pairs.graded, pairs.pos, H_t, H_s, swap, "state")
+        sel = after_swap(pairs.tokens, pairs.pos)
+        ref = gru(pairs.tokens)[sel]
+    assert torch.allclose(logits, ref, atol=1e-5)
+    nxt = torch.nn.functional.pad(pairs.tokens[:, 1:], (0, 1))
+    assert torch.equal(tgt, nxt[sel])
+    assert torch.equal(rows, sel.nonzero()[:, 0])
+
+
+def test_zero_units_iia_is_the_networks_own_behaviour(gru, pairs):
+    """run_das with n_units=0 trains nothing, and its IIA is the fraction of pairs the network gets right unintervened."""
+    res = symlib.run_das(gru, MULTI, n_units=0, train_data=pairs, val_data=pairs, progress=False, max_steps=5, eval_every=5)
+    assert res.metrics["steps"] == 0 and res.history == []
+    ok = _own_predictions_ok(gru, pairs.tokens, pairs.graded)
+    assert res.metrics["iia_trial"] == pytest.approx(float(ok.float().mean()))
+    assert np.array_equal(res.rows["correct"], ok.numpy())
+
+
+def test_trial_iia_matches_a_direct_count(gru, pairs):
+    """evaluate_alignment's trial IIA equals counting, per pair, whether resume's argmax hits every graded token."""
+    align = symlib.make_alignment("orthogonal", 16, [6], seed=3).eval()
+    H_t = site_states(gru, pairs.tokens, pairs.pos, "state")
+    H_s = site_states(gru, pairs.src_tokens, pairs.src_pos, "state")
+    ev = evaluate_alignment(gru, align, pairs, "state", free_running=False)
+    with torch.no_grad():
+        h = align.interchange(H_t, H_s, pairs.swap)
+        pred = gru.resume(pairs.tokens, "state", pairs.pos, h).argmax(-1)
+    ok = ((pred[:, :-1] == pairs.tokens[:, 1:]) | ~pairs.graded[:, 1:]).all(1)
+    assert torch.equal(ev["correct"], ok)
+    assert ev["iia_trial"] == pytest.approx(float(ok.float().mean()))
+    assert 0.0 <= ev["iia_token"] <= 1.0
+
+
+# ---- 2. swapping every dimension reproduces the source -----------------------------------
+
+def test_full_swap_reproduces_the_source(gru):
+    """RNN, orthogonal block = d, swap all: continuing the source's own tokens from the swapped state gives the source's logits."""
+    g = gen(40)
+    tgt, src = MULTI.sample(32, "all", g), MULTI.sample(32, "all", g)
+    i, j = intervention_positions(tgt, g), intervention_positions(src, g)
+    rows = []
+    for b in range(32):
+        rows.append(torch.cat([tgt.tokens[b, : i[b] + 1], src.tokens[b, j[b] + 1: src.lengths[b]]]))
+    L = max(len(r) for r in rows)
+    combined = torch.stack([torch.nn.functional.pad(r, (0, L - len(r))) for r in rows])
+    align = symlib.make_alignment("orthogonal", 16, [16], seed=4)
+    ones = torch.ones(32, 1, dtype=torch.bool)
+    with torch.no_grad():
+        h_t, h_s = gru.state_at(tgt.tokens, "state", i), gru.state_at(src.tokens, "state", j)
+        out = gru.resume(combined, "state", i, align.interchange(h_t, h_s, ones))
+        ref = gru(src.tokens)
+        logits, *_ = scored_logits(gru, align, combined, torch.zeros_like(combined, dtype=torch.bool), i, h_t, h_s, ones, "state")
+    sel = after_swap(combined, i)
+    k = 0
+    for b in range(32):
+        n = int(src.lengths[b] - j[b])
+        assert torch.allclose(out[b, i[b]: i[b] + n], ref[b, j[b]: j[b] + n], atol=1e-4)
+        m = int(sel[b].sum())
+        assert m == n - 1  # every position from i whose next token is not padding
+        assert torch.allclose(logits[k: k + m], ref[b, j[b]: j[b] + m], atol=1e-4)
+        k += m
+
+
+# ---- 3./4. a hand-built counter, and one without a count ----------------------------------
+
+class HandCounter(nn.Module):
+    """A relu RNN with hand-set weights: unit 0 holds the count, unit 1 the phase, units 2-7 a token memory.
+
+    Read-out features f0 = relu(h0), f1 = relu(h0 - 1), f2 = relu(1 - h1); logits:
+    R = 10 (f0 - f1), E = 5, and 20 f2 on D0 (or, with ``uniform_demo``, on D0, D1, D2 and T
+    alike). In the response phase R wins while the count is > 0, E at 0.
+    """
+
+    def __init__(self, with_count: bool = True, uniform_demo: bool = False, d: int = 8):
+        super().__init__()
+        self.emb = nn.Embedding(9, 9)
+        self.rnn = nn.RNN(9, d, nonlinearity="relu", batch_first=True)
+        self.feat = nn.Linear(d, 3)
+        self.out = nn.Linear(3, 9)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.zero_()
+            self.emb.weight.copy_(torch.eye(9))
+            W_ih, W_hh = self.rnn.weight_ih_l0, self.rnn.weight_hh_l0
+            if with_count:
+                W_hh[0, 0] = 1.0
+                W_ih[0, 3:6] = 1.0  # demo tokens D0, D1, D2 count up
+                W_ih[0, 6] = -1.0  # R counts down
+            W_hh[1, 1] = 1.0
+            W_ih[1, 7] = 1.0  # T switches the phase on
+            for k in range(2, d):  # irrelevant, decaying memory of which demo word was seen
+                W_ih[k, 3 + k % 3] = 0.5
+                W_hh[k, k] = 0.5
+            self.feat.weight[0, 0] = 1.0
+            self.feat.weight[1, 0], self.feat.bias[1] = 1.0, -1.0
+            self.feat.weight[2, 1], self.feat.bias[2] = -1.0, 1.0
+            self.out.weight[6, 0], self.out.weight[6, 1] = 10.0, -10.0
+            self.out.bias[2] = 5.0
+            self.out.weight[[3, 4, 5, 7] if uniform_demo else [3], 2] = 20.0
+
+    def forward(self, tokens):
+        h, _ = self.rnn(self.emb(tokens))
+        return self.out(torch.relu(self.feat(h)))
+
+
+HAND_DAS = dict(variable="count", n_units=1, n_train=1500, n_val=300, max_steps=400, eval_every=50, progress=False, lr=1e-2)
+
+
+@pytest.mark.parametrize("uniform_demo,loss_on", [(False, "graded"), (True, "all")])
+def test_hand_built_counter_is_found(uniform_demo, loss_on):
+    """A network whose state holds the count along one axis: it solves the task, and DAS with n_units=1 finds that axis (IIA >= 0.95)."""
+    model = wrap(HandCounter(uniform_demo=uniform_demo), "rnn")
+    for counts in ("train", "heldout"):
+        assert symlib.evaluate(model, MULTI.sample(300, counts, gen(50))).get("trial_acc") == 1.0
+    res = symlib.run_das(model, MULTI, loss_on=loss_on, **HAND_DAS)
+    assert res.metrics["iia_trial"] >= 0.95, res.history
+    q = res.alignment.Q.detach()[:, 0]
+    assert abs(float(q[0])) > 0.95, f"the aligned direction should be the count unit, got {q}"
+
+
+def test_network_without_count_stays_at_control():
+    """The same network with no count unit (W_ih[0] = 0) gets IIA near the random-rotation control, far below 1."""
+    model = wrap(HandCounter(with_count=False), "rnn")
+    kw = {**HAND_DAS, "max_steps": 150, "loss_on": "graded"}
+    res = symlib.run_das(model, MULTI, **kw)
+    control = symlib.run_das(model, MULTI, train_alignment=False, **kw)
+    assert control.metrics["steps"] == 0
+    assert res.metrics["iia_trial"] < 0.3
+    assert abs(res.metrics["iia_trial"] - control.metrics["iia_trial"]) < 0.15
+
+
+# ---- 5. your own model -----------------------------------------------------------------
+
+class TimeMajorRNN(nn.Module):
+    """A user's model: Embedding -> nn.GRU / nn.LSTM with the time axis first -> a read-out."""
+
+    def __init__(self, ref: symlib.SequenceModel):
+        super().__init__()
+        self.emb = copy.deepcopy(ref.embed)
+        H = ref.hidden
+        self.rnn = (nn.LSTM if ref.is_lstm else nn.GRU)(H, H)  # batch_first=False
+        self.rnn.load_state_dict(ref.rnn.state_dict())
+        self.readout = nn.Sequential(copy.deepcopy(ref.readout[0]), nn.GELU(), copy.deepcopy(ref.readout[3]))
+
+    def forward(self, tokens):
+        y, _ = self.rnn(self.emb(tokens).transpose(0, 1))
+        return self.readout(y).transpose(0, 1)
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_wrapped_model_matches_symlib_semantics(arch):
+    """A wrapped time-major GRU/LSTM behaves like symlib's own network: same forward, states after each token ([h; c]), resume."""
+    ref = small_model(arch, d_model=16, seed=8)
+    model = wrap(TimeMajorRNN(ref), "rnn").eval()
+    tr = MULTI.sample(10, "all", gen(60))
+    g = gen(61)
+    pos = (torch.rand(10, generator=g) * tr.lengths.float()).long()
+    with torch.no_grad():
+        assert torch.allclose(model(tr.tokens), ref(tr.tokens), atol=1e-5)
+        assert model.state_size() == ref.state_size("state") == 16
+        assert torch.allclose(model.states(tr.tokens), ref.states(tr.tokens, "state"), atol=1e-5)
+        h = model.state_at(tr.tokens, None, pos)
+        assert torch.allclose(h, ref.state_at(tr.tokens, "state", pos), atol=1e-5)
+        assert torch.allclose(model.resume(tr.tokens, None, pos, h), model(tr.tokens), atol=1e-5)
+        h2 = h + torch.randn(h.shape, generator=g)
+        assert torch.allclose(model.resume(tr.tokens, None, pos, h2), ref.resume(tr.tokens, "state", pos, h2), atol=1e-5)
+        select = torch.arange(tr.tokens.shape[1])[None, :] >= pos[:, None]
+        assert torch.allclose(model.resume_select(tr.tokens, None, pos, h2, select),
+                              ref.resume_select(tr.tokens, "state", pos, h2, select), atol=1e-5)
+
+
+def test_run_das_on_a_wrapped_model():
+    """run_das runs on a wrapped user model, returns metrics with IIA in [0, 1], and leaves the model's mode and grads as they were."""
+    model = wrap(TimeMajorRNN(small_model("gru", d_model=16, seed=9)), "rnn").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = symlib.run_das(model, MULTI, n_units=2, n_train=128, n_val=64, max_steps=6, eval_every=3, batch_size=32, progress=False)
+    assert model.training and all(p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the network stays frozen"
+    assert 0.0 <= res.metrics["iia_trial"] <= 1.0 and 0.0 <= res.metrics["iia_token"] <= 1.0
+    assert res.metrics["steps"] >= 3 and len(res.history) >= 1
+    assert res.rows["correct"].shape == (64,)
+
+
+def test_wrap_model_rejects_bad_sites():
+    """A site that is not a submodule raises a ValueError listing the submodules; a non-recurrent site needs time_dim."""
+    net = TimeMajorRNN(small_model("gru", d_model=16, seed=10))
+    with pytest.raises(ValueError) as e:
+        symlib.wrap_model(net, "lstm")
+    for name in ("emb", "rnn", "readout"):
+        assert name in str(e.value)
+    with pytest.raises(ValueError, match="time_dim"):
+        symlib.wrap_model(net, "readout.0")
+    with pytest.raises(ValueError, match="time axis"):
+        symlib.wrap_model(net, "rnn", time_dim=1)  # batch_first=False: the time axis is 0
+
+
+def test_wrapped_non_recurrent_site():
+    """A non-recurrent site with time_dim: its output is the state; resume with the natural state reproduces forward; a change at pos only affects pos."""
+    net = TimeMajorRNN(small_model("gru", d_model=16, seed=11))
+    model = wrap(net, "readout.0", time_dim=0).eval()
+    tr = MULTI.sample(6, "all", gen(62))
+    pos = torch.tensor([1, 2, 3, 1, 0, 4])
+    with torch.no_grad():
+        S = model.states(tr.tokens)
+        assert S.shape == (6, tr.tokens.shape[1], 64)
+        h = model.state_at(tr.tokens, None, pos)
+        assert torch.allclose(h, S[torch.arange(6), pos])
+        ref = model(tr.tokens)
+        assert torch.allclose(model.resume(tr.tokens, None, pos, h), ref, atol=1e-6)
+        out = model.resume(tr.tokens, None, pos, h + 1.0)
+    at = torch.arange(tr.tokens.shape[1])[None, :] == pos[:, None]
+    assert not torch.allclose(out[at], ref[at], atol=1e-3) and torch.allclose(out[~at], ref[~at], atol=1e-6)
+
+
+def test_wrap_model_works_as_returned():
+    """wrap_model's result works without help: check_site, state_size and states run on the object as returned."""
+    model = symlib.wrap_model(TimeMajorRNN(small_model("gru", d_model=16, seed=12)), "rnn")
+    assert model.check_site(None) == "rnn"
+    assert model.state_size() == 16
+    with pytest.raises(ValueError, match="rnn"):
+        model.check_site("nope")
+
+
+def test_run_das_boundless_reports_its_size(gru):
+    """run_das with a boundless alignment reports the learned n_units: an int in [1, d]."""
+    res = symlib.run_das(gru, MULTI, alignment="boundless", n_train=64, n_val=32, max_steps=4, eval_every=2, batch_size=32, progress=False)
+    n = res.metrics["n_units"]
+    assert isinstance(n, int) and 1 <= n <= 16
+    assert res.metrics["learned_n_units"] == n == res.alignment.n_units
+    assert all(isinstance(r["n_units"], int) for r in res.history)
+
+
+# ---- 6. controls ------------------------------------------------------------------
+
+def test_das_controls(gru):
+    """das_controls returns the no-swap, random-rotation, shuffled (and untrained) IIAs, each in [0, 1]."""
+    untrained = small_model("gru", d_model=16, seed=13)
+    cfg = DASConfig(n_units=2, n_train=64, n_val=48, max_steps=4, eval_every=2, batch_size=32)
+    out = symlib.das_controls(gru, MULTI, cfg, untrained_model=untrained)
+    assert set(out) == {"control_no_swap_iia", "control_random_rotation_iia", "control_shuffled_iia", "control_untrained_iia"}
+    assert all(0.0 <= v <= 1.0 for v in out.values())
+    val = symlib.make_pairs(MULTI, "up_down", "count", n=48, seed=cfg.seed + 7919)
+    assert out["control_no_swap_iia"] == pytest.approx(float(_own_predictions_ok(gru, val.tokens, val.graded).float().mean()))
+    assert "control_untrained_iia" not in symlib.das_controls(gru, MULTI, cfg)
+
+
+# ---- 7. saving ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", symlib.ALIGNMENT_NAMES)
+def test_save_and_load_alignment(tmp_path, kind):
+    """save_alignment / load_alignment round trip: the same interchange output, config and metrics."""
+    align = symlib.make_alignment(kind, 16, None if kind == "boundless" else [3], seed=5)
+    with torch.no_grad():
+        for name, p in align.named_parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=gen(70)))
+    align.eval()
+    cfg = DASConfig(alignment=kind, n_units=3)
+    path = tmp_path / f"{kind}.pt"
+    symlib.save_alignment(path, DASResult(align, cfg, {"iia_trial": 0.5, "steps": 3}))
+    loaded, cfg2, metrics = symlib.load_alignment(path)
+    assert cfg2 == cfg and metrics == {"iia_trial": 0.5, "steps": 3}
+    assert not loaded.training
+    h_t, h_s = torch.randn(20, 16, generator=gen(71)), torch.randn(20, 16, generator=gen(72))
+    swap = torch.ones(20, 1, dtype=torch.bool)
+    assert torch.equal(loaded.interchange(h_t, h_s, swap), align.interchange(h_t, h_s, swap))
+    assert torch.load(path, weights_only=True)["format"] == "symlib-alignment/1"
+
+
+# ---- 8. tables ---------------------------------------------------------------------
+
+def test_iia_table_is_consistent_with_the_rows(gru):
+    """iia_table: each cell is the IIA of its pairs; the count-weighted mean of the cells is the overall IIA."""
+    res = symlib.run_das(gru, MULTI, n_units=4, n_train=64, n_val=300, max_steps=2, eval_every=2, batch_size=32, progress=False)
+    rows = dict(res.rows)
+    rng = np.random.default_rng(0)
+    for correct in (rows["correct"], rng.random(len(rows["correct"])) < 0.6):
+        rows["correct"] = correct
+        va, vb, M = symlib.iia_table(rows, by="source_value", against="target_count")
+        a, b = rows["source_value"], rows["target_count"]
+        N = np.array([[np.sum((a == x) & (b == y)) for y in vb] for x in va])
+        assert np.array_equal(np.isnan(M), N == 0)
+        assert N.sum() == len(a)
+        assert np.nansum(M * N) / N.sum() == pytest.approx(correct.mean())
+        va, vb, M = symlib.iia_table(rows, max_value=10)
+        keep = (a <= 10) & (b <= 10)
+        N = np.array([[np.sum((a == x) & (b == y)) for y in vb] for x in va])
+        assert va.max() <= 10 and vb.max() <= 10
+        assert np.nansum(M * N) / N.sum() == pytest.approx(correct[keep].mean())
+
+
+def test_network_rollout_without_intervention(gru, pairs):
+    """network_rollout with a zero-size alignment is the network's own greedy answer on the counterfactual inputs."""
+    align = symlib.make_alignment("orthogonal", 16, [0])
+    out = symlib.network_rollout(gru, align, pairs, "state", extra=4)
+    ref = symlib.greedy_rollout(gru, pairs.tokens, pairs.graded, extra=4)
+    assert torch.equal(out, ref)
+
+
+def test_das_config_checks():
+    """DASConfig rejects unknown names and an n_units x blocks wider than the state."""
+    with pytest.raises(ValueError, match="up_down"):
+        DASConfig(program="down_up")
+    with pytest.raises(ValueError):
+        DASConfig(alignment="boundless", variable="count_phase")
+    with pytest.raises(ValueError, match="17"):
+        symlib.run_das(small_model("gru", d_model=16), MULTI, n_units=17, n_train=8, n_val=8, progress=False)

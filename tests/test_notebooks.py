@@ -1,0 +1,86 @@
+"""Notebook hygiene and papermill runs with non-default parameters.
+
+nbval runs every notebook at smoke size as part of ``make test``; these tests check what
+nbval cannot: the jupytext pairs agree, nothing is committed with outputs, and a notebook
+run with other parameters writes the metrics it documents.
+"""
+import json
+import os
+from pathlib import Path
+
+import jupytext
+import nbformat
+import papermill
+import pytest
+
+NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+PAIRS = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.py"))
+
+
+def test_every_notebook_has_its_twin():
+    """Each numbered .py has an .ipynb twin and vice versa."""
+    ipynbs = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    assert PAIRS and PAIRS == ipynbs
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_pair_holds_the_same_cells(name):
+    """The .py (what people edit) and the .ipynb (what people open) hold the same cells."""
+    py = jupytext.read(NB_DIR / f"{name}.py")
+    nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+    assert [(c.cell_type, c.source.strip()) for c in py.cells] == [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+@pytest.mark.parametrize("name", PAIRS)
+def test_committed_without_outputs_and_with_parameters(name):
+    """No outputs or execution counts are committed; exactly one cell is tagged parameters
+    and it defines SEED, SMOKE, DEVICE and RESULTS_PATH."""
+    nb = nbformat.read(NB_DIR / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1
+    for name_ in ("SEED", "SMOKE", "DEVICE", "RESULTS_PATH"):
+        assert f"\n{name_} = " in "\n" + params[0].source
+
+
+def _run(nb, tmp_path, **params):
+    out = tmp_path / "out.ipynb"
+    return papermill.execute_notebook(str(NB_DIR / nb), str(out), parameters=params, cwd=str(NB_DIR),
+                                      progress_bar=False, kernel_name="python3")
+
+
+def test_train_notebook_with_other_parameters(tmp_path):
+    """02 with ARCH=lstm, TASK=singleobject writes the metrics the README documents."""
+    res = tmp_path / "m.json"
+    _run("02_train_models.ipynb", tmp_path, ARCH="lstm", TASK="singleobject", SEED=3, D_MODEL=32, SMOKE=True, RESULTS_PATH=str(res))
+    m = json.loads(res.read_text())
+    for key in ("trial_acc_train", "trial_acc_heldout", "trial_acc_out_of_range", "steps_to_solve", "seconds_to_solve", "run_dir"):
+        assert key in m
+    assert m["arch"] == "lstm" and m["task"] == "singleobject" and m["d_model"] == 32
+    assert 0.0 <= m["trial_acc_train"] <= 1.0 and m["steps"] > 0
+    run_dir = Path(m["run_dir"])
+    assert run_dir.name == "singleobject-lstm-d32-s3" and (run_dir / "latest.pt").exists()
+    assert Path(os.environ["SYMLIB_DATA"]) in run_dir.parents  # tests never write into the reader's data/
+
+
+def test_bad_architecture_fails_fast_and_writes_nothing(tmp_path):
+    """An unknown ARCH stops 02 with the valid choices named, and leaves no run behind."""
+    runs = Path(os.environ["SYMLIB_DATA"]) / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("02_train_models.ipynb", tmp_path, ARCH="rnn", SMOKE=True)
+    assert "valid choices" in str(err.value) and "transformer" in str(err.value)
+    after = set(runs.iterdir()) if runs.exists() else set()
+    assert after == before
+
+
+def test_das_notebook_with_other_parameters(tmp_path):
+    """03 on an LSTM with a boundless alignment and no comparison reports a learned size and the controls."""
+    res = tmp_path / "m.json"
+    _run("03_das_alignment.ipynb", tmp_path, ARCH="lstm", ALIGNMENT="boundless", COMPARE=False, SMOKE=True, RESULTS_PATH=str(res))
+    m = json.loads(res.read_text())
+    for key in ("iia_trial", "iia_token", "control_untrained_iia", "control_random_rotation_iia", "control_shuffled_iia", "learned_n_units", "steps", "seconds"):
+        assert key in m, key
+    assert m["arch"] == "lstm" and isinstance(m["learned_n_units"], int) and 1 <= m["learned_n_units"] <= 128
+    assert list(m["table"]) == ["lstm"]
