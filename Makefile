@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 # every chapter at its default size; executed copies and metrics land in out/, figures in figures/.
-# Notebook 02 runs once per architecture (the Transformer capped at 1200 steps to keep the book
+# Notebook 02 runs once per architecture (the Transformer capped at 1000 steps to keep the book
 # within ~20 minutes on a 2-core CPU); notebook 03 then loads those runs.
 PM = $(BIN)/papermill --cwd notebooks --progress-bar
 book: venv
@@ -30,7 +30,7 @@ book: venv
 	$(PM) notebooks/01_tasks_and_programs.ipynb $(OUT)/01_tasks_and_programs.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/01_tasks_and_programs.json
 	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_gru.ipynb -p ARCH gru -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_gru.json
 	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_lstm.ipynb -p ARCH lstm -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_lstm.json
-	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_transformer.ipynb -p ARCH transformer -p MAX_STEPS 1200 -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_transformer.json
+	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_transformer.ipynb -p ARCH transformer -p MAX_STEPS 1000 -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_transformer.json
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment.json
 	@echo "figures written to figures/:"; ls figures/*.png
 

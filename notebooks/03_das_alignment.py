@@ -13,8 +13,9 @@
 #   trials like a program's variable: interchange interventions, learned alignments (DAS),
 #   interchange-intervention accuracy (IIA) against subspace size, four alignment functions,
 #   the controls that say what chance looks like, a "number line", and an explorer.
-# - **Runtime (2-thread CPU, default size):** ~10 minutes with the architecture comparison
-#   (`COMPARE = True`), ~3 minutes without. Networks come from notebook 02 (trained here if missing).
+# - **Runtime (2-thread CPU, default size):** about NB03_MINUTES minutes with the architecture
+#   comparison (`COMPARE = True`), a third of that without. Networks come from notebook 02
+#   (trained here if missing). Searches are capped at `MAX_STEPS`; more steps raise IIA a little.
 # - **GPU:** optional; every search runs on CUDA when `DEVICE` picks it.
 
 # %% tags=["parameters"]
@@ -26,7 +27,7 @@ PROGRAM = "up_down"  # the hypothesis: up_down, up_up or ctx_distr
 VARIABLE = "count"  # count, phase, count_phase (two blocks), full (every variable), null
 N_UNITS = 16  # dims of each aligned block
 ALIGNMENT = "orthogonal"  # orthogonal (classic DAS), linear, revnet, boundless
-MAX_STEPS = 1000  # upper bound on DAS steps per search; early stopping usually ends sooner
+MAX_STEPS = 600  # upper bound on DAS steps per search; early stopping may end one sooner
 N_TRAIN = 10000  # counterfactual training pairs
 N_VAL = 1000  # held-out counterfactual pairs that IIA is measured on
 SWEEP = "1,2,4,8,16,32"  # n_units values for the subspace-size sweep

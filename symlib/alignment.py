@@ -86,6 +86,10 @@ class AlignmentFunction(nn.Module):
         """Extra loss term (the boundless search's size penalty); zero for the others."""
         return torch.zeros((), device=next(self.parameters()).device)
 
+    def param_groups(self, lr: float) -> list[dict]:
+        """Optimiser parameter groups; subclasses may give some parameters their own rate."""
+        return [{"params": list(self.parameters()), "lr": lr}]
+
     def describe(self) -> dict:
         return {"kind": self.kind, "d": self.d, "block_sizes": list(self.block_sizes)}
 
@@ -215,14 +219,18 @@ class BoundlessAlignment(AlignmentFunction):
     """Boundless DAS [ours, beyond the original]: a rotation and a learned, soft subspace size.
 
     Coordinate j of the rotated state is swapped with weight ``sigmoid((b - j - 0.5) / tau)``;
-    the boundary b is learned, a penalty ``size_weight * b / d`` keeps it small, and the
+    the boundary b is learned, a penalty ``size_weight * b`` (a cost per swapped dim) keeps it small, and the
     temperature tau is annealed by the trainer. At evaluation (``hard=True``, the default in
     eval mode) exactly ``n_units = round(b)`` coordinates are swapped. One block only.
     """
 
     kind = "boundless"
 
-    def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.02):
+    #: Adam learning rate of the boundary (in dims per step): at the rotation's 1e-3 it could move
+    #: only about one dim in a thousand steps and would never leave its starting size.
+    boundary_lr = 0.05
+
+    def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.01):
         if block_sizes is not None and len(block_sizes) != 1:
             raise ValueError("a boundless alignment learns the size of one block; for several variables use 'orthogonal'")
         if block_sizes is not None and block_sizes[0] > d:
@@ -271,7 +279,11 @@ class BoundlessAlignment(AlignmentFunction):
         return (h_t.float() + (m * (zs - zt)) @ R.T).to(dtype)
 
     def penalty(self):
-        return self.size_weight * self.boundary / self.d
+        return self.size_weight * self.boundary
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [{"params": [p for n, p in self.named_parameters() if n != "boundary"], "lr": lr},
+                {"params": [self.boundary], "lr": self.boundary_lr}]
 
     def describe(self):
         return {**super().describe(), "n_units": self.n_units}

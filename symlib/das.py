@@ -232,7 +232,7 @@ def run_das(
     history: list[dict] = []
     step, stopped = 0, "not trained (initial alignment)"
     if train_alignment and cfg.n_units > 0:
-        opt = torch.optim.Adam(align.parameters(), lr=cfg.lr)
+        opt = torch.optim.Adam(align.param_groups(cfg.lr))
         g = torch.Generator().manual_seed(cfg.seed + 1)
         best, since_best = math.inf, 0
         bar = None

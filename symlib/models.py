@@ -405,22 +405,38 @@ class Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
         self.drop = FastDropout(c.dropout)
 
-    def attend(self, x: torch.Tensor, return_weights: bool = False):
-        B, L, D = x.shape
-        nh = self.c.n_heads
-        q, k, v = self.qkv(x).view(B, L, 3, nh, D // nh).permute(2, 0, 3, 1, 4)
+    def _attention(self, qkv: torch.Tensor, return_weights: bool = False):
+        B, L, D3 = qkv.shape
+        D, nh = D3 // 3, self.c.n_heads
+        q, k, v = qkv.view(B, L, 3, nh, D // nh).permute(2, 0, 3, 1, 4)
         if self.c.arch == "transformer":
             q, k = _rope(q, self.c.rope_base), _rope(k, self.c.rope_base)
         if return_weights:
             att = (q @ k.transpose(-1, -2)) / math.sqrt(D // nh)
-            att = att.masked_fill(torch.ones(L, L, dtype=torch.bool, device=x.device).triu(1), float("-inf")).softmax(-1)
+            att = att.masked_fill(torch.ones(L, L, dtype=torch.bool, device=qkv.device).triu(1), float("-inf")).softmax(-1)
             return (att @ v).transpose(1, 2).reshape(B, L, D), att
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return y.transpose(1, 2).reshape(B, L, D)
 
-    def forward(self, x):
-        x = x + self.drop(self.proj(self.attend(self.ln1(x))))
-        return x + self.drop(self.ff(self.ln2(x)))
+    def attend(self, x: torch.Tensor, return_weights: bool = False):
+        return self._attention(self.qkv(x), return_weights)
+
+    def forward(self, x, keep: torch.Tensor | None = None):
+        """x: (B, L, d). keep: flat indices (into B*L) of the positions to compute, or None for all.
+
+        With ``keep`` the position-wise work (norms, projections, MLP) runs on those positions
+        only; the others hold zeros. Callers keep every position up to the last one they need,
+        so causal attention sees exactly what it would otherwise.
+        """
+        if keep is None:
+            x = x + self.drop(self.proj(self.attend(self.ln1(x))))
+            return x + self.drop(self.ff(self.ln2(x)))
+        B, L, D = x.shape
+        xs = x.reshape(B * L, D).index_select(0, keep)  # (n, D)
+        qkv = x.new_zeros(B * L, 3 * D).index_copy(0, keep, self.qkv(self.ln1(xs))).view(B, L, 3 * D)
+        xs = xs + self.drop(self.proj(self._attention(qkv).reshape(B * L, D).index_select(0, keep)))
+        xs = xs + self.drop(self.ff(self.ln2(xs)))
+        return x.new_zeros(B * L, D).index_copy(0, keep, xs).view(B, L, D)
 
 
 class TransformerModel(SequenceModel):
@@ -444,21 +460,38 @@ class TransformerModel(SequenceModel):
     def _layer_of(self, site: str) -> int:
         return -1 if site == "embed" else int(site.split(".")[1])
 
+    def _blocks(self, x, keep: torch.Tensor | None = None, lo: int = 0, hi: int | None = None):
+        """Run blocks lo..hi-1 on residual x (B, L, d); with ``keep``, only positions up to what the
+        caller needs (see ``Block.forward``)."""
+        for blk in self.blocks[lo:hi]:
+            x = blk(x, keep)
+        return x
+
+    @staticmethod
+    def _upto(need: torch.Tensor) -> torch.Tensor | None:
+        """Flat indices of the positions up to each row's last needed one (causal: later ones
+        cannot matter); None when that is every position."""
+        t = torch.arange(need.shape[1], device=need.device)[None, :]
+        keep = t <= torch.where(need, t, -1).max(1).values[:, None]
+        return None if bool(keep.all()) else keep.flatten().nonzero().squeeze(1)
+
     def features(self, tokens):
-        x = self.embed(tokens)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.ln_f(x)
+        return self.ln_f(self._blocks(self.embed(tokens)))
+
+    def nonpad_logits(self, inputs, targets, pad: int = 0):
+        """Only positions that predict a scored target (and those before them) are computed."""
+        sel = targets[:, 1:] != pad
+        x = self._blocks(self.embed(inputs), self._upto(F.pad(sel, (0, 1))))
+        rows = F.pad(sel, (0, 1)).flatten().nonzero().squeeze(1)  # positions whose next token is scored
+        B, L, D = x.shape
+        return self.unembed(self.ln_f(x.reshape(B * L, D).index_select(0, rows))), targets[:, 1:][sel]
 
     def head(self, feats):
         return self.unembed(feats)
 
     def states(self, tokens, site=None):
         site = self.check_site(site)
-        x = self.embed(tokens)
-        for blk in self.blocks[: self._layer_of(site) + 1]:
-            x = blk(x)
-        return x
+        return self._blocks(self.embed(tokens), None, 0, self._layer_of(site) + 1)
 
     def resume(self, tokens, site, pos, h, prefix: bool = True):
         """Logits with the residual at (site, pos) replaced by ``h``; one parallel pass (causal masking
@@ -469,9 +502,20 @@ class TransformerModel(SequenceModel):
             x = self.states(tokens, site)
         onehot = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] == pos[:, None])[:, :, None]
         x = torch.where(onehot, h[:, None, :].to(x.dtype), x)
-        for blk in self.blocks[layer + 1:]:
-            x = blk(x)
-        return self.unembed(self.ln_f(x))
+        return self.unembed(self.ln_f(self._blocks(x, None, layer + 1)))
+
+    def resume_select(self, tokens, site, pos, h, select):
+        """``resume`` computing only positions up to each row's last selected one."""
+        site = self.check_site(site)
+        layer = self._layer_of(site)
+        keep = self._upto(select)
+        with torch.no_grad():
+            x = self._blocks(self.embed(tokens), keep, 0, layer + 1)
+        onehot = (torch.arange(tokens.shape[1], device=tokens.device)[None, :] == pos[:, None])[:, :, None]
+        x = torch.where(onehot, h[:, None, :].to(x.dtype), x)
+        x = self._blocks(x, keep, layer + 1)
+        B, L, D = x.shape
+        return self.unembed(self.ln_f(x.reshape(B * L, D).index_select(0, select.flatten().nonzero().squeeze(1))))
 
     def forward_stepwise(self, tokens):
         return torch.stack([self.forward(tokens[:, : t + 1])[:, -1] for t in range(tokens.shape[1])], 1)

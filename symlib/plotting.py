@@ -76,7 +76,7 @@ def plot_learning_curves(history: Sequence[Mapping], title: str = "", ax=None):
     """Trial accuracy on training, held-out and out-of-range counts against training step."""
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.4))
+        fig, ax = plt.subplots(figsize=(8, 3.4))
     steps = [h["step"] for h in history]
     for key, label, style in (("trial_acc_train", "training counts", "-"), ("trial_acc_heldout", "held-out counts (4, 9, 14, 17)", "--"),
                               ("trial_acc_out_of_range", "out of range (21-30)", ":")):
@@ -85,7 +85,7 @@ def plot_learning_curves(history: Sequence[Mapping], title: str = "", ax=None):
     ax.set_ylabel("trial accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=10, loc="left")
     if fig is not None:
