@@ -116,9 +116,14 @@ print("step", first_step, "trial accuracy at the first checkpoint:", symlib.eval
 assert steps[0] == 0 and steps[-1] == s["steps"]
 
 # %%
+print(f"best checkpoint: step {s['best_step']}, trial accuracy {s['best_trial_acc_train']:.3f} (training counts), "
+      f"{s['best_trial_acc_heldout']:.3f} (held out); later chapters load this one")
 if not smoke and cfg.task == "multiobject":
-    # at the default size every architecture solves MultiObject, held-out counts included
-    assert s["trial_acc_train"] >= 0.99 and s["trial_acc_heldout"] >= 0.95, s
+    # at the default size every architecture solves MultiObject, held-out counts included. The
+    # last step may fall in one of the dips Transformers show while training, so check the best
+    # checkpoint (chosen on training counts only) that later chapters use.
+    assert s["steps_to_solve"] is not None, s
+    assert s["best_trial_acc_train"] >= 0.99 and s["best_trial_acc_heldout"] >= 0.95, s
 
 # %% [markdown]
 # ## Summary
@@ -132,5 +137,6 @@ symlib.write_results(RESULTS_PATH, {
     "trial_acc_out_of_range": s["trial_acc_out_of_range"], "token_acc_train": s["token_acc_train"],
     "steps": s["steps"], "seconds": s["seconds"], "steps_to_solve": s["steps_to_solve"],
     "seconds_to_solve": s["seconds_to_solve"], "stopped_because": s["stopped_because"],
+    "best_step": s["best_step"], "best_trial_acc_train": s["best_trial_acc_train"], "best_trial_acc_heldout": s["best_trial_acc_heldout"],
     "accuracy_by_count": dict(zip(counts, acc)), "run_dir": str(result.run_dir), "device": str(device),
 })
