@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book test test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare test test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -33,6 +33,11 @@ book: venv
 	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_transformer.ipynb -p ARCH transformer -p MAX_STEPS 1000 -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_transformer.json
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment.json
 	@echo "figures written to figures/:"; ls figures/*.png
+
+# notebook 03 with every architecture x alignment function (the README's IIA table; ~25 min on CPU)
+book-compare: venv
+	@mkdir -p $(OUT)
+	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json
 
 test: venv
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider tests $(NOTEBOOKS)

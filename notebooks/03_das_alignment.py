@@ -13,9 +13,10 @@
 #   trials like a program's variable: interchange interventions, learned alignments (DAS),
 #   interchange-intervention accuracy (IIA) against subspace size, four alignment functions,
 #   the controls that say what chance looks like, a "number line", and an explorer.
-# - **Runtime (2-thread CPU, default size):** about NB03_MINUTES minutes with the architecture
-#   comparison (`COMPARE = True`), a third of that without. Networks come from notebook 02
-#   (trained here if missing). Searches are capped at `MAX_STEPS`; more steps raise IIA a little.
+# - **Runtime (2-thread CPU, default size):** about 7 minutes; the architecture x alignment
+#   comparison (`COMPARE = True`, `make book-compare`) adds about 15, mostly the Transformer's
+#   searches. Networks come from notebook 02 (trained here if missing). Searches stop at
+#   `MAX_STEPS`; more steps raise IIA a little.
 # - **GPU:** optional; every search runs on CUDA when `DEVICE` picks it.
 
 # %% tags=["parameters"]
@@ -31,7 +32,7 @@ MAX_STEPS = 600  # upper bound on DAS steps per search; early stopping may end o
 N_TRAIN = 10000  # counterfactual training pairs
 N_VAL = 1000  # held-out counterfactual pairs that IIA is measured on
 SWEEP = "1,2,4,8,16,32"  # n_units values for the subspace-size sweep
-COMPARE = True  # also search GRU, LSTM and Transformer with every alignment function
+COMPARE = False  # also search GRU, LSTM and Transformer with every alignment function; adds about 15 minutes on CPU
 SMOKE = False  # tiny run for the test suite; the test suite also sets SYMLIB_SMOKE to 1
 DEVICE = "auto"  # auto (CUDA when present), cpu or cuda
 RESULTS_PATH = ""  # path for this notebook's key metrics as JSON; empty: write nothing
@@ -189,8 +190,8 @@ assert all(0 <= v <= 1 for v in curve.values())
 # ## 7. Alignment functions and architectures
 # Classic DAS rotates (orthogonal). A general invertible linear map, a nonlinear reversible
 # network (revnet) and a rotation with a *learned* subspace size (boundless, which needs no
-# sweep) are the alternatives. With `COMPARE`, every architecture gets every alignment
-# function and the controls, on the same pairs.
+# sweep) are the alternatives. Every alignment function runs on `ARCH`; with `COMPARE`, every
+# architecture gets every alignment function and the controls, on the same pairs.
 
 # %%
 archs = ["gru", "lstm", "transformer"] if COMPARE else [ARCH]

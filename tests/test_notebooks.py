@@ -13,6 +13,8 @@ import nbformat
 import papermill
 import pytest
 
+symlib_alignments = ("orthogonal", "linear", "revnet", "boundless")
+
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 PAIRS = sorted(p.stem for p in NB_DIR.glob("[0-9][0-9]_*.py"))
 
@@ -76,11 +78,13 @@ def test_bad_architecture_fails_fast_and_writes_nothing(tmp_path):
 
 
 def test_das_notebook_with_other_parameters(tmp_path):
-    """03 on an LSTM with a boundless alignment and no comparison reports a learned size and the controls."""
+    """03 on an LSTM with a boundless alignment reports a learned size and the controls; with
+    COMPARE its table covers every architecture and alignment function."""
     res = tmp_path / "m.json"
-    _run("03_das_alignment.ipynb", tmp_path, ARCH="lstm", ALIGNMENT="boundless", COMPARE=False, SMOKE=True, RESULTS_PATH=str(res))
+    _run("03_das_alignment.ipynb", tmp_path, ARCH="lstm", ALIGNMENT="boundless", COMPARE=True, SMOKE=True, RESULTS_PATH=str(res))
     m = json.loads(res.read_text())
     for key in ("iia_trial", "iia_token", "control_untrained_iia", "control_random_rotation_iia", "control_shuffled_iia", "learned_n_units", "steps", "seconds"):
         assert key in m, key
     assert m["arch"] == "lstm" and isinstance(m["learned_n_units"], int) and 1 <= m["learned_n_units"] <= 128
-    assert list(m["table"]) == ["lstm"]
+    assert list(m["table"]) == ["gru", "lstm", "transformer"]
+    assert all(set(symlib_alignments) <= set(row) for row in m["table"].values())
