@@ -32,8 +32,9 @@ from symlib.plotting import plot_learning_curves, save_figure
 smoke = symlib.smoke_mode(SMOKE)
 cfg = symlib.TrainConfig(
     task="multiobject", arch="gru", d_model=32 if smoke else 128, seed=SEED,
-    max_steps=30 if smoke else MAX_STEPS,
-    **(dict(eval_every=10, n_eval_trials=64) if smoke else {}),
+    max_steps=24 if smoke else MAX_STEPS,
+    # the same smoke sizes as notebooks 02 and 03, so a test run shares one tiny run
+    **(dict(eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}),
 )
 task = cfg.make_task()
 cfg
