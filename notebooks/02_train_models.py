@@ -12,7 +12,7 @@
 # - **What it shows:** train any of the three architectures on any task variant, watch
 #   trial accuracy on training, held-out and out-of-range counts, and save the run (with
 #   checkpoints dense early and sparse later) for the alignment and learning-dynamics chapters.
-# - **Runtime (2-thread CPU, default size):** GRU ~30 s, LSTM ~10 s, Transformer ~1-2 min.
+# - **Runtime (2-thread CPU, default size):** GRU ~1 min, LSTM ~30 s, Transformer ~3-4 min (1000 steps).
 # - **GPU:** optional; helps the Transformer most. `DEVICE = "auto"` uses CUDA when present.
 #
 # Run it for another architecture or task with papermill, e.g.
