@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 
 import symlib
 from symlib.alignment import make_alignment
 from symlib.das import _batch, das_loss, frozen, scored_logits, site_states
+from report import write_report
 
 
 def ms_per_step(model, task, pairs, n_units=16, steps=100, batch=128):
@@ -79,16 +78,11 @@ def main():
                "iia_trial_at_stop": m["iia_trial"], "steps": m["steps"], "stopped_because": m["stopped_because"]}
         rows.append(row)
         print(json.dumps(row))
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads", "torch": torch.__version__,
-            "device": args.device, "pair_generation_seconds_11k": round(gen_s, 2)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"pairs: 11k generated in {gen_s:.1f} s")
-    print("| arch | ms / DAS step (mean, median) | steps/s | seconds to IIA 0.95 | IIA when stopped |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['arch']} | {r['ms_per_step_mean']}, {r['ms_per_step_median']} | {r['steps_per_s']} | {r['seconds_to_iia_0.95']} | {r['iia_trial_at_stop']:.3f} |")
-
+    write_report(args.out, args.threads, args.device, rows, [
+        ("arch", "{r[arch]}"), ("ms / DAS step (mean, median)", "{r[ms_per_step_mean]}, {r[ms_per_step_median]}"),
+        ("steps/s", "{r[steps_per_s]}"), ("seconds to IIA 0.95", "{r[seconds_to_iia_0.95]}"),
+        ("IIA when stopped", "{r[iia_trial_at_stop]:.3f}")], pair_generation_seconds_11k=round(gen_s, 2))
 
 if __name__ == "__main__":
     main()

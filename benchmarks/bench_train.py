@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
-from pathlib import Path
 
 import torch
 
 import symlib
+from report import write_report
 
 
 def main():
@@ -44,14 +43,9 @@ def main():
                "response_input": r.config.response_input}
         rows.append(row)
         print(json.dumps(row))
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {args.threads} threads", "torch": torch.__version__, "device": args.device}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print("| arch | steps/s | steps to solve | seconds to solve | input in response phase |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['arch']} | {r['steps_per_s']} | {r['steps_to_solve']} | {r['seconds_to_solve']} | {r['response_input']} |")
-
+    write_report(args.out, args.threads, args.device, rows, [
+        ("arch", "{r[arch]}"), ("steps/s", "{r[steps_per_s]}"), ("steps to solve", "{r[steps_to_solve]}"),
+        ("seconds to solve", "{r[seconds_to_solve]}"), ("input in response phase", "{r[response_input]}")])
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,6 @@ Every function computes in float32 whatever the network's dtype, and casts back.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch

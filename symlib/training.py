@@ -14,7 +14,6 @@ Checkpoints hold only tensors and plain values and are loaded with
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields

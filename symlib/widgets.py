@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from .alignment import AlignmentFunction
-from .counterfactuals import pairs_from_trials, variable_blocks
+from .counterfactuals import pairs_from_trials
 from .das import network_rollout
 from .models import SequenceModel
 from .programs import make_program

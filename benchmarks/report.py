@@ -1,0 +1,20 @@
+"""Shared by the benchmark scripts: save the measurements as JSON and print a Markdown table."""
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+
+def write_report(out: str, threads: int, device: str, rows: list[dict], columns: list[tuple[str, str]], **extra) -> None:
+    """Save ``{"meta", "rows"}`` to ``out`` and print ``rows`` as a table; columns: (header, format with {r[...]})."""
+    meta = {"machine": f"{platform.processor() or platform.machine()}, {threads} threads", "torch": torch.__version__,
+            "device": device, **extra}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print("| " + " | ".join(h for h, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(fmt.format(r=r) for _, fmt in columns) + " |")
