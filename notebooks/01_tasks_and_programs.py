@@ -146,9 +146,9 @@ for name in symlib.TASK_NAMES:
         trace = prog.trace(trials)
         for i in range(trials.tokens.shape[1] - 1):
             state = {k: v[:, i] for k, v in trace.items()}
-            tok, graded = prog.next_token(state)
+            tok, on_mask = prog.next_token(state)
             rows_ = trials.task_mask[:, i + 1]
-            assert torch.equal(tok[rows_], trials.tokens[rows_, i + 1]) and graded[rows_].all(), (name, pname, i)
+            assert torch.equal(tok[rows_], trials.tokens[rows_, i + 1]) and on_mask[rows_].all(), (name, pname, i)
 print("every program predicts every graded token of 500 trials of each task")
 
 # %% [markdown]
@@ -183,7 +183,7 @@ marks = [int(pos[0]), int(spos[0])]
 for name in symlib.PROGRAM_NAMES:
     p = symlib.make_program(name, mo)
     pairs = symlib.pairs_from_trials(p, "count", target, pos, source, spos)
-    rows.append((f"{name}: swap count", pairs.tokens[0], pairs.graded[0]))
+    rows.append((f"{name}: swap count", pairs.tokens[0], pairs.task_mask[0]))
     marks.append(int(pos[0]))
 fig = draw_sequences(mo, rows, title="Swap the count after the target's 2nd R with the source's after its 2nd demo (red bar: the swap)", mark=marks)
 save_figure(fig, "01_counterfactuals")

@@ -40,7 +40,7 @@ class CounterfactualPairs:
     """A set of counterfactual pairs.
 
     tokens: (N, L) counterfactual sequences; their prefix up to ``pos`` is the target trial.
-    graded: (N, L) bool, the graded tokens after the intervention.
+    task_mask: (N, L) bool, the counterfactual's task mask: the predictable tokens after the intervention.
     pos: (N,) intervention position in the target.
     src_tokens: (N, Ls) source trials; src_pos: (N,) source positions.
     swap: (N, n_blocks) bool, which blocks each pair swaps.
@@ -51,7 +51,7 @@ class CounterfactualPairs:
     """
 
     tokens: torch.Tensor
-    graded: torch.Tensor
+    task_mask: torch.Tensor
     pos: torch.Tensor
     src_tokens: torch.Tensor
     src_pos: torch.Tensor
@@ -71,7 +71,7 @@ class CounterfactualPairs:
         out = CounterfactualPairs(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
         L = int(((out.tokens != 0).long() * torch.arange(1, out.tokens.shape[1] + 1)).max())
         Ls = int(((out.src_tokens != 0).long() * torch.arange(1, out.src_tokens.shape[1] + 1)).max())
-        out.tokens, out.graded, out.src_tokens = out.tokens[:, :L], out.graded[:, :L], out.src_tokens[:, :Ls]
+        out.tokens, out.task_mask, out.src_tokens = out.tokens[:, :L], out.task_mask[:, :L], out.src_tokens[:, :Ls]
         return out
 
     def shuffled_sources(self, generator: torch.Generator | None = None) -> "CounterfactualPairs":
@@ -127,17 +127,17 @@ def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tens
         for var in names:
             values[var] = prog.read(s_state, var)
             rows[var] = swap[:, b]
-    tokens, graded = counterfactual(prog, tgt, pos, values, rows, generator, trace=ttrace)
+    tokens, task_mask = counterfactual(prog, tgt, pos, values, rows, generator, trace=ttrace)
     # does the counterfactual differ from the target's own continuation?
     L = max(tokens.shape[1], tgt.tokens.shape[1])
     pad = lambda x: torch.nn.functional.pad(x, (0, L - x.shape[1]))
     ct, tt = pad(tokens), pad(tgt.tokens)
     after = torch.arange(L)[None, :] > pos[:, None]
     tmask = pad(tgt.task_mask) & after
-    changed = ((pad(graded) != tmask) | ((ct != tt) & (pad(graded) | tmask))).any(1)
+    changed = ((pad(task_mask) != tmask) | ((ct != tt) & (pad(task_mask) | tmask))).any(1)
     num = prog.number_variable
     return CounterfactualPairs(
-        tokens=tokens, graded=graded, pos=pos, src_tokens=src.tokens, src_pos=spos, swap=swap,
+        tokens=tokens, task_mask=task_mask, pos=pos, src_tokens=src.tokens, src_pos=spos, swap=swap,
         target_count=tgt.counts, source_count=src.counts,
         target_value=prog.read(t_state, num), source_value=prog.read(s_state, num),
         target_phase=prog.read(t_state, "phase"), source_phase=prog.read(s_state, "phase"),

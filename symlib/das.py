@@ -112,7 +112,7 @@ def _trim(tokens: torch.Tensor) -> int:
 def intervened_logits(model, align, tokens, pos, h_t, h_s, swap, site, source=None):
     """Logits of ``model`` on ``tokens`` with the interchange done at ``(site, pos)``: (B, L, V)."""
     h = align.interchange(h_t, h_s, swap, source=source)
-    return model.resume(tokens, site, pos, h, prefix=False)
+    return model.run_with_state(tokens, site, pos, h, prefix=False)
 
 
 def after_swap(tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -127,7 +127,7 @@ def scored_logits(model, align, tokens, graded, pos, h_t, h_s, swap, site, sourc
     """Logits, targets and graded flags at the positions after the swap: (n, V), (n,), (n,), plus row ids (n,)."""
     h = align.interchange(h_t, h_s, swap, source=source)
     sel = after_swap(tokens, pos)
-    logits = model.resume_select(tokens, site, pos, h, sel)
+    logits = model.run_with_state(tokens, site, pos, h, select=sel)
     nxt = torch.nn.functional.pad(tokens[:, 1:], (0, 1))
     nxt_graded = torch.nn.functional.pad(graded[:, 1:], (0, 1))
     rows = sel.nonzero(as_tuple=True)[0]
@@ -144,7 +144,7 @@ def das_loss(logits, targets, graded, loss_on="all"):
 def _batch(data: CounterfactualPairs, H_t, H_s, idx, dev):
     tokens = data.tokens[idx]
     L = _trim(tokens)
-    return (tokens[:, :L].to(dev), data.graded[idx][:, :L].to(dev), data.pos[idx].to(dev),
+    return (tokens[:, :L].to(dev), data.task_mask[idx][:, :L].to(dev), data.pos[idx].to(dev),
             H_t[idx].to(dev), H_s[idx].to(dev), data.swap[idx].to(dev))
 
 
@@ -315,7 +315,7 @@ def network_rollout(model: SequenceModel, align: AlignmentFunction, data: Counte
     align.eval()
     with frozen(model):
         fn = lambda inp: intervened_logits(model, align, inp, pos, ht, hs, swap, site, source_align)
-        out = greedy_rollout(model, tokens, data.graded.to(model.device), extra=extra, logits_fn=fn)
+        out = greedy_rollout(model, tokens, data.task_mask.to(model.device), extra=extra, logits_fn=fn)
     align.train(was)
     return out.cpu()
 

@@ -75,7 +75,7 @@ class HookedModel(SequenceModel):
             self.module(tokens)
         return captured[0]
 
-    def resume(self, tokens, site, pos, h, prefix: bool = True):
+    def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         self.check_site(site)
         with self._patched(replace=(pos, h)):
             return self.module(tokens)

@@ -8,9 +8,9 @@ Every model maps tokens (batch, length) to next-token logits (batch, length, voc
   ``"resid.K"`` for Transformers: the residual stream after layer K; ``"embed"``: the
   input embeddings).
 - ``states(tokens, site)`` -> (batch, length, d) and ``state_at(tokens, site, pos)`` -> (batch, d).
-- ``resume(tokens, site, pos, h)``: the logits when the state at ``(site, pos[b])`` of
-  row b is replaced by ``h[b]`` and the network continues from there. Every row may
-  have its own position. This is what interventions build on.
+- ``run_with_state(tokens, site, pos, h)``: the logits when the state at ``(site, pos[b])``
+  of row b is replaced by ``h[b]`` and the network continues from there. Every row may
+  have its own position. This is the one place every intervention goes through.
 - ``forward_stepwise``: a slow one-token-at-a-time reference path (tests check that
   the fast fused/parallel passes agree with it).
 """
@@ -126,13 +126,25 @@ class SequenceModel(nn.Module):
         S = self.states(tokens[:, : int(pos.max()) + 1], site)
         return S[torch.arange(S.shape[0], device=S.device), pos]
 
-    def resume(self, tokens, site, pos, h, prefix: bool = True) -> torch.Tensor:
+    def run_with_state(self, tokens: torch.Tensor, site: str | None, pos: torch.Tensor, h: torch.Tensor,
+                       select: torch.Tensor | None = None, prefix: bool = True) -> torch.Tensor:
+        """Run the network with the state at ``(site, pos[b])`` of each row b replaced by ``h[b]``.
+
+        tokens: (batch, length); pos: (batch,), each row its own position; h: (batch, d).
+        Returns logits (batch, length, vocab); ``prefix=False`` leaves zeros before ``pos``
+        (cheaper). With ``select`` ((batch, length) bool, only positions at or after each row's
+        ``pos``) returns just those logits, (n_selected, vocab) in row-major order, computing
+        no more of the network than they need.
+        """
+        if select is None:
+            return self._replaced_logits(tokens, site, pos, h, prefix)
+        return self._replaced_logits_at(tokens, site, pos, h, select)
+
+    def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True) -> torch.Tensor:
         raise NotImplementedError
 
-    def resume_select(self, tokens, site, pos, h, select) -> torch.Tensor:
-        """Like ``resume`` but return only the logits at ``select`` (batch, length) bool positions,
-        all at or after each row's ``pos``: (n_selected, vocab) in row-major order."""
-        return self.resume(tokens, site, pos, h, prefix=False)[select]
+    def _replaced_logits_at(self, tokens, site, pos, h, select) -> torch.Tensor:
+        return self._replaced_logits(tokens, site, pos, h, prefix=False)[select]
 
     def forward_stepwise(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -327,7 +339,7 @@ class RecurrentModel(SequenceModel):
         _, hx = self.rnn(packed)
         return self._pack_state(hx)
 
-    def resume(self, tokens, site, pos, h, prefix: bool = True):
+    def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         """Logits with the state at (site, pos) replaced by ``h``: tokens (B, L), pos (B,), h (B, d).
 
         prefix: also compute the natural logits before ``pos`` (else those are zeros).
@@ -341,7 +353,7 @@ class RecurrentModel(SequenceModel):
                 before = torch.where(has_prev[:, None], self.state_at(tokens, "state", (pos - 1).clamp(min=0)), before)
             hx = None if not bool(has_prev.any()) else self._unpack_state(before)
             _, hx = self.rnn(h[:, None, :], hx)
-            return self.resume(tokens, "state", pos, self._pack_state(hx), prefix)
+            return self._replaced_logits(tokens, "state", pos, self._pack_state(hx), prefix)
         # left-align every row's continuation tokens[pos+1:] and run them from h
         Lc = L - int(pos.min())  # logits needed for the earliest row: positions pos..L-1
         idx = torch.arange(Lc, device=tokens.device)[None, :] + pos[:, None] + 1
@@ -355,11 +367,11 @@ class RecurrentModel(SequenceModel):
         base = self.forward(tokens) if prefix else torch.zeros_like(moved)
         return torch.where((t >= pos[:, None])[:, :, None], moved, base)
 
-    def resume_select(self, tokens, site, pos, h, select):
+    def _replaced_logits_at(self, tokens, site, pos, h, select):
         """Packed continuation from ``h``: the recurrence runs only as far as each row needs."""
         site = self.check_site(site)
         if site != "state":
-            return super().resume_select(tokens, site, pos, h, select)
+            return super()._replaced_logits_at(tokens, site, pos, h, select)
         B, L = tokens.shape
         t = torch.arange(L, device=tokens.device)[None, :]
         last = torch.where(select, t, -1).max(1).values.clamp(min=pos)
@@ -493,7 +505,7 @@ class TransformerModel(SequenceModel):
         site = self.check_site(site)
         return self._blocks(self.embed(tokens), None, 0, self._layer_of(site) + 1)
 
-    def resume(self, tokens, site, pos, h, prefix: bool = True):
+    def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         """Logits with the residual at (site, pos) replaced by ``h``; one parallel pass (causal masking
         keeps every position before ``pos`` as it was)."""
         site = self.check_site(site)
@@ -504,8 +516,8 @@ class TransformerModel(SequenceModel):
         x = torch.where(onehot, h[:, None, :].to(x.dtype), x)
         return self.unembed(self.ln_f(self._blocks(x, None, layer + 1)))
 
-    def resume_select(self, tokens, site, pos, h, select):
-        """``resume`` computing only positions up to each row's last selected one."""
+    def _replaced_logits_at(self, tokens, site, pos, h, select):
+        """``_replaced_logits`` computing only positions up to each row's last selected one."""
         site = self.check_site(site)
         layer = self._layer_of(site)
         keep = self._upto(select)

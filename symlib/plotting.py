@@ -25,21 +25,21 @@ def _colour(word: str, phase_response: bool) -> str:
 
 def draw_sequences(task: Task, rows: Sequence[tuple[str, torch.Tensor, torch.Tensor | None]], title: str = "",
                    mark: Sequence[int | None] | None = None):
-    """Draw trials as rows of coloured tokens; graded tokens get a thick outline.
+    """Draw trials as rows of coloured tokens; task-mask tokens get a thick outline.
 
-    rows: (label, tokens (L,), graded (L,) or None). mark: a position per row to flag
+    rows: (label, tokens (L,), task_mask (L,) or None). mark: a position per row to flag
     with a red bar (e.g. where an intervention happens).
     """
     L = max(int((t != task.P).sum()) for _, t, _ in rows)
     fig, ax = plt.subplots(figsize=(max(6, 0.42 * L + 2.2), 0.55 * len(rows) + 0.8))
-    for r, (label, toks, graded) in enumerate(rows):
+    for r, (label, toks, mask) in enumerate(rows):
         y = len(rows) - 1 - r
         seen_t = False
         for i, t in enumerate(toks.tolist()):
             if t == task.P:
                 continue
             w = task.vocab[t]
-            g = bool(graded[i]) if graded is not None else False
+            g = bool(mask[i]) if mask is not None else False
             ax.add_patch(plt.Rectangle((i, y + 0.1), 0.92, 0.8, facecolor=_colour(w, seen_t), edgecolor="black", linewidth=2.2 if g else 0.4))
             ax.text(i + 0.46, y + 0.5, w, ha="center", va="center", fontsize=8, color="white" if w in ("E", "R") or (seen_t and w.startswith("D")) else "black")
             seen_t = seen_t or w == "T"

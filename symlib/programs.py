@@ -70,10 +70,10 @@ class Program:
         return (tok == self.task.R) & (s["phase"] == RESPONSE)
 
     def next_token(self, s: State, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (token, graded): the program's next token and whether it is a task-mask token.
+        """Return (token, task_mask): the program's next token and whether it is a task-mask token.
 
         Demo tokens are drawn at random among the task's demo words; responses and ``E``
-        decided in the response phase are the graded (predictable) tokens.
+        decided in the response phase are the task-mask (predictable) tokens.
         """
         t = self.task
         code = self._decide(s)
@@ -81,8 +81,8 @@ class Program:
         demo = self._demo_ids[torch.randint(len(self._demo_ids), (batch,), generator=generator)].to(code.device)
         words = torch.stack([demo, torch.full_like(demo, t.T), torch.full_like(demo, t.R), torch.full_like(demo, t.E)], 1)
         tok = words.gather(1, code[:, None])[:, 0]
-        graded = code >= 2
-        return tok, graded
+        task_mask = code >= 2
+        return tok, task_mask
 
     def trace(self, trials: Trials) -> dict[str, torch.Tensor]:
         """Run over every trial; return each state field after each position: (batch, length)."""
@@ -96,22 +96,22 @@ class Program:
         return {k: torch.stack(v, 1) for k, v in out.items()}
 
     def rollout(self, s: State, max_steps: int, generator: torch.Generator | None = None):
-        """Emit tokens from state ``s`` until ``E``: returns (tokens, graded), (batch, steps), padded with P."""
+        """Emit tokens from state ``s`` until ``E``: returns (tokens, task_mask), (batch, steps), padded with P."""
         batch = next(iter(s.values())).shape[0]
         done = torch.zeros(batch, dtype=torch.bool)
-        toks, grads = [], []
+        toks, masks = [], []
         for _ in range(max_steps):
-            tok, graded = self.next_token(s, generator)
+            tok, on_mask = self.next_token(s, generator)
             tok = torch.where(done, torch.full_like(tok, self.task.P), tok)
             toks.append(tok)
-            grads.append(graded & ~done)
+            masks.append(on_mask & ~done)
             s = self.step(s, tok)
             done = done | (tok == self.task.E)
             if bool(done.all()):
                 break
         if not bool(done.all()):
             raise RuntimeError(f"{self.name} did not reach E within {max_steps} steps")
-        return torch.stack(toks, 1), torch.stack(grads, 1)
+        return torch.stack(toks, 1), torch.stack(masks, 1)
 
 
 def _keep(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -255,8 +255,8 @@ def counterfactual(
     target: trials (batch, length); pos: (batch,) intervention positions.
     values: variable -> (batch,) values to write; rows: variable -> (batch,) bool, which
     rows write that variable (all when omitted).
-    Returns (tokens, graded): the counterfactual sequences ``target[:pos+1] + rollout``
-    (batch, length') and their task mask, True on graded tokens after ``pos``.
+    Returns (tokens, task_mask): the counterfactual sequences ``target[:pos+1] + rollout``
+    (batch, length') and their task mask, True on the predictable tokens after ``pos``.
     """
     trace = program.trace(target) if trace is None else trace
     s = state_at(trace, pos)
@@ -264,7 +264,7 @@ def counterfactual(
         s = program.write(s, var, v, None if rows is None else rows.get(var))
     largest = max([int(target.counts.max())] + [int(v.max()) for v in values.values()])
     max_steps = 2 * largest + 10
-    roll, graded = program.rollout(s, max_steps, generator)
+    roll, roll_mask = program.rollout(s, max_steps, generator)
     batch = pos.shape[0]
     steps = roll.shape[1]
     L = int(pos.max()) + 1 + steps
@@ -278,7 +278,7 @@ def counterfactual(
     valid = (k >= 0) & (k < steps)
     kk = k.clamp(0, steps - 1)
     tokens = torch.where(valid, roll.gather(1, kk), tokens)
-    mask = valid & graded.gather(1, kk)
+    mask = valid & roll_mask.gather(1, kk)
     # trim trailing all-pad columns
     used = int(((tokens != program.task.P).long() * (idx + 1)).max())
     return tokens[:, :used], mask[:, :used]

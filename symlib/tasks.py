@@ -2,7 +2,7 @@
 
 A trial is ``B``, N demo tokens, the trigger ``T``, the response tokens and ``E``;
 the rest is padding ``P``. Only the response tokens and the final ``E`` can be
-predicted, so only they are graded (the *task mask*). See SPEC section 2.
+predicted, so only they are scored (the *task mask*).
 """
 from __future__ import annotations
 

@@ -134,14 +134,14 @@ def free_running_loss(model: SequenceModel, tokens: torch.Tensor, feed: torch.Te
 
 
 @torch.no_grad()
-def graded_accuracy(logits: torch.Tensor, tokens: torch.Tensor, graded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-trial (all graded tokens right, fraction right): logits (B, L, V), tokens/graded (B, L).
+def trial_accuracy(logits: torch.Tensor, tokens: torch.Tensor, task_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per trial: (every task-mask token right, fraction right): logits (B, L, V), tokens/task_mask (B, L).
 
     Teacher-forced trial accuracy equals free-running trial accuracy: both fail at the
     same first wrong token.
     """
     pred = logits[:, :-1].argmax(-1)
-    g = graded[:, 1:]
+    g = task_mask[:, 1:]
     ok = (pred == tokens[:, 1:]) | ~g
     n = g.sum(1).clamp(min=1)
     return ok.all(1), ((pred == tokens[:, 1:]) & g).sum(1) / n
@@ -158,7 +158,7 @@ def evaluate(model: SequenceModel, trials: Trials, batch_size: int = 1000) -> di
         b = trials[i:i + batch_size].to(dev)
         logits = model(b.tokens)
         tot_loss += float(sequence_loss(logits, b.tokens)) * len(b)
-        ok, _ = graded_accuracy(logits, b.tokens, b.task_mask)
+        ok, _ = trial_accuracy(logits, b.tokens, b.task_mask)
         pred = logits[:, :-1].argmax(-1)
         g = b.task_mask[:, 1:]
         tok_ok += float(((pred == b.tokens[:, 1:]) & g).sum())

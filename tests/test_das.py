@@ -34,13 +34,13 @@ def _own_predictions_ok(model, tokens, graded):
 
 @pytest.mark.parametrize("kind,blocks", [("orthogonal", [0]), ("orthogonal", [4]), ("linear", [4]), ("revnet", [4]), ("boundless", None)])
 def test_zero_swap_is_a_no_op(gru, pairs, kind, blocks):
-    """With n_units = 0 or swap all zeros, the intervened logits (scored_logits / resume) equal the plain forward."""
+    """With n_units = 0 or swap all zeros, the intervened logits (scored_logits / run_with_state) equal the plain forward."""
     H_t = site_states(gru, pairs.tokens, pairs.pos, "state")
     H_s = site_states(gru, pairs.src_tokens, pairs.src_pos, "state")
     align = symlib.make_alignment(kind, 16, blocks, seed=0)
     swap = torch.zeros(len(pairs), 1, dtype=torch.bool)
     with torch.no_grad():
-        logits, tgt, graded, rows = scored_logits(gru, align, pairs.tokens, pairs.graded, pairs.pos, H_t, H_s, swap, "state")
+        logits, tgt, graded, rows = scored_logits(gru, align, pairs.tokens, pairs.task_mask, pairs.pos, H_t, H_s, swap, "state")
         sel = after_swap(pairs.tokens, pairs.pos)
         ref = gru(pairs.tokens)[sel]
     assert torch.allclose(logits, ref, atol=1e-5)
@@ -53,21 +53,21 @@ def test_zero_units_iia_is_the_networks_own_behaviour(gru, pairs):
     """run_das with n_units=0 trains nothing, and its IIA is the fraction of pairs the network gets right unintervened."""
     res = symlib.run_das(gru, MULTI, n_units=0, train_data=pairs, val_data=pairs, progress=False, max_steps=5, eval_every=5)
     assert res.metrics["steps"] == 0 and res.history == []
-    ok = _own_predictions_ok(gru, pairs.tokens, pairs.graded)
+    ok = _own_predictions_ok(gru, pairs.tokens, pairs.task_mask)
     assert res.metrics["iia_trial"] == pytest.approx(float(ok.float().mean()))
     assert np.array_equal(res.rows["correct"], ok.numpy())
 
 
 def test_trial_iia_matches_a_direct_count(gru, pairs):
-    """evaluate_alignment's trial IIA equals counting, per pair, whether resume's argmax hits every graded token."""
+    """evaluate_alignment's trial IIA equals counting, per pair, whether run_with_state's argmax hits every graded token."""
     align = symlib.make_alignment("orthogonal", 16, [6], seed=3).eval()
     H_t = site_states(gru, pairs.tokens, pairs.pos, "state")
     H_s = site_states(gru, pairs.src_tokens, pairs.src_pos, "state")
     ev = evaluate_alignment(gru, align, pairs, "state", free_running=False)
     with torch.no_grad():
         h = align.interchange(H_t, H_s, pairs.swap)
-        pred = gru.resume(pairs.tokens, "state", pairs.pos, h).argmax(-1)
-    ok = ((pred[:, :-1] == pairs.tokens[:, 1:]) | ~pairs.graded[:, 1:]).all(1)
+        pred = gru.run_with_state(pairs.tokens, "state", pairs.pos, h).argmax(-1)
+    ok = ((pred[:, :-1] == pairs.tokens[:, 1:]) | ~pairs.task_mask[:, 1:]).all(1)
     assert torch.equal(ev["correct"], ok)
     assert ev["iia_trial"] == pytest.approx(float(ok.float().mean()))
     assert 0.0 <= ev["iia_token"] <= 1.0
@@ -89,7 +89,7 @@ def test_full_swap_reproduces_the_source(gru):
     ones = torch.ones(32, 1, dtype=torch.bool)
     with torch.no_grad():
         h_t, h_s = gru.state_at(tgt.tokens, "state", i), gru.state_at(src.tokens, "state", j)
-        out = gru.resume(combined, "state", i, align.interchange(h_t, h_s, ones))
+        out = gru.run_with_state(combined, "state", i, align.interchange(h_t, h_s, ones))
         ref = gru(src.tokens)
         logits, *_ = scored_logits(gru, align, combined, torch.zeros_like(combined, dtype=torch.bool), i, h_t, h_s, ones, "state")
     sel = after_swap(combined, i)
@@ -191,7 +191,7 @@ class TimeMajorRNN(nn.Module):
 
 @pytest.mark.parametrize("arch", ["gru", "lstm"])
 def test_wrapped_model_matches_symlib_semantics(arch):
-    """A wrapped time-major GRU/LSTM behaves like symlib's own network: same forward, states after each token ([h; c]), resume."""
+    """A wrapped time-major GRU/LSTM behaves like symlib's own network: same forward, states after each token ([h; c]), run_with_state."""
     ref = small_model(arch, d_model=16, seed=8)
     model = wrap(TimeMajorRNN(ref), "rnn").eval()
     tr = MULTI.sample(10, "all", gen(60))
@@ -203,12 +203,12 @@ def test_wrapped_model_matches_symlib_semantics(arch):
         assert torch.allclose(model.states(tr.tokens), ref.states(tr.tokens, "state"), atol=1e-5)
         h = model.state_at(tr.tokens, None, pos)
         assert torch.allclose(h, ref.state_at(tr.tokens, "state", pos), atol=1e-5)
-        assert torch.allclose(model.resume(tr.tokens, None, pos, h), model(tr.tokens), atol=1e-5)
+        assert torch.allclose(model.run_with_state(tr.tokens, None, pos, h), model(tr.tokens), atol=1e-5)
         h2 = h + torch.randn(h.shape, generator=g)
-        assert torch.allclose(model.resume(tr.tokens, None, pos, h2), ref.resume(tr.tokens, "state", pos, h2), atol=1e-5)
+        assert torch.allclose(model.run_with_state(tr.tokens, None, pos, h2), ref.run_with_state(tr.tokens, "state", pos, h2), atol=1e-5)
         select = torch.arange(tr.tokens.shape[1])[None, :] >= pos[:, None]
-        assert torch.allclose(model.resume_select(tr.tokens, None, pos, h2, select),
-                              ref.resume_select(tr.tokens, "state", pos, h2, select), atol=1e-5)
+        assert torch.allclose(model.run_with_state(tr.tokens, None, pos, h2, select=select),
+                              ref.run_with_state(tr.tokens, "state", pos, h2, select=select), atol=1e-5)
 
 
 def test_run_das_on_a_wrapped_model():
@@ -237,7 +237,7 @@ def test_wrap_model_rejects_bad_sites():
 
 
 def test_wrapped_non_recurrent_site():
-    """A non-recurrent site with time_dim: its output is the state; resume with the natural state reproduces forward; a change at pos only affects pos."""
+    """A non-recurrent site with time_dim: its output is the state; run_with_state with the natural state reproduces forward; a change at pos only affects pos."""
     net = TimeMajorRNN(small_model("gru", d_model=16, seed=11))
     model = wrap(net, "readout.0", time_dim=0).eval()
     tr = MULTI.sample(6, "all", gen(62))
@@ -248,8 +248,8 @@ def test_wrapped_non_recurrent_site():
         h = model.state_at(tr.tokens, None, pos)
         assert torch.allclose(h, S[torch.arange(6), pos])
         ref = model(tr.tokens)
-        assert torch.allclose(model.resume(tr.tokens, None, pos, h), ref, atol=1e-6)
-        out = model.resume(tr.tokens, None, pos, h + 1.0)
+        assert torch.allclose(model.run_with_state(tr.tokens, None, pos, h), ref, atol=1e-6)
+        out = model.run_with_state(tr.tokens, None, pos, h + 1.0)
     at = torch.arange(tr.tokens.shape[1])[None, :] == pos[:, None]
     assert not torch.allclose(out[at], ref[at], atol=1e-3) and torch.allclose(out[~at], ref[~at], atol=1e-6)
 
@@ -282,7 +282,7 @@ def test_das_controls(gru):
     assert set(out) == {"control_no_swap_iia", "control_random_rotation_iia", "control_shuffled_iia", "control_untrained_iia"}
     assert all(0.0 <= v <= 1.0 for v in out.values())
     val = symlib.make_pairs(MULTI, "up_down", "count", n=48, seed=cfg.seed + 7919)
-    assert out["control_no_swap_iia"] == pytest.approx(float(_own_predictions_ok(gru, val.tokens, val.graded).float().mean()))
+    assert out["control_no_swap_iia"] == pytest.approx(float(_own_predictions_ok(gru, val.tokens, val.task_mask).float().mean()))
     assert "control_untrained_iia" not in symlib.das_controls(gru, MULTI, cfg)
 
 
@@ -334,7 +334,7 @@ def test_network_rollout_without_intervention(gru, pairs):
     """network_rollout with a zero-size alignment is the network's own greedy answer on the counterfactual inputs."""
     align = symlib.make_alignment("orthogonal", 16, [0])
     out = symlib.network_rollout(gru, align, pairs, "state", extra=4)
-    ref = symlib.greedy_rollout(gru, pairs.tokens, pairs.graded, extra=4)
+    ref = symlib.greedy_rollout(gru, pairs.tokens, pairs.task_mask, extra=4)
     assert torch.equal(out, ref)
 
 

@@ -1,4 +1,4 @@
-"""Networks: fast paths against slow references, states, resume (interventions), free running, configs."""
+"""Networks: fast paths against slow references, states, run_with_state (interventions), free running, configs."""
 import pytest
 import torch
 
@@ -51,8 +51,8 @@ def test_recurrent_state_is_what_the_readout_reads():
             assert torch.allclose(m.states(tr.tokens, "embed"), m.embed(tr.tokens))
 
 
-def test_resume_with_natural_state_reproduces_forward(model, trials):
-    """resume(tokens, site, pos, natural state) gives the plain forward logits, with a different pos per row."""
+def test_run_with_state_natural_state_reproduces_forward(model, trials):
+    """run_with_state(tokens, site, pos, natural state) gives the plain forward logits, with a different pos per row."""
     with torch.no_grad():
         ref = model(trials.tokens)
         L = trials.tokens.shape[1]
@@ -60,15 +60,15 @@ def test_resume_with_natural_state_reproduces_forward(model, trials):
             pos = random_positions(trials.lengths, gen(103 + seed))
             assert pos.unique().numel() > 1
             h = model.state_at(trials.tokens, site, pos)
-            out = model.resume(trials.tokens, site, pos, h)
+            out = model.run_with_state(trials.tokens, site, pos, h)
             assert torch.allclose(out, ref, atol=1e-5), site
-            out = model.resume(trials.tokens, site, pos, h, prefix=False)
+            out = model.run_with_state(trials.tokens, site, pos, h, prefix=False)
             after = (torch.arange(L)[None, :] >= pos[:, None])
             assert torch.allclose(out[after], ref[after], atol=1e-5), site
 
 
-def test_resume_select_equals_resume(model, trials):
-    """resume_select(..., select) equals resume(prefix=False)[select] for any selection at or after pos."""
+def test_run_with_state_select_equals_full(model, trials):
+    """run_with_state(..., select=select) equals run_with_state(prefix=False)[select] for any selection at or after pos."""
     g = gen(104)
     L = trials.tokens.shape[1]
     with torch.no_grad():
@@ -79,8 +79,8 @@ def test_resume_select_equals_resume(model, trials):
             select = (t >= pos[:, None]) & (torch.rand(len(trials), L, generator=g) < 0.6)
             select[0] = False  # a row with nothing selected
             select[1, pos[1]:] = True  # a row with everything selected, to the last column
-            full = model.resume(trials.tokens, site, pos, h, prefix=False)
-            assert torch.allclose(model.resume_select(trials.tokens, site, pos, h, select), full[select], atol=1e-5), site
+            full = model.run_with_state(trials.tokens, site, pos, h, prefix=False)
+            assert torch.allclose(model.run_with_state(trials.tokens, site, pos, h, select=select), full[select], atol=1e-5), site
 
 
 def _reference_free_run(model, tokens, feed):
@@ -142,7 +142,7 @@ def test_changing_the_state_changes_only_later_logits(model, trials):
             pos = random_positions(trials.lengths - 1, g, low=1)
             h = model.state_at(trials.tokens, site, pos)
             h = h + 3.0 * torch.randn(h.shape, generator=g)
-            out = model.resume(trials.tokens, site, pos, h)
+            out = model.run_with_state(trials.tokens, site, pos, h)
             before = t < pos[:, None]
             assert torch.allclose(out[before], ref[before], atol=1e-6), site
             rows = torch.arange(len(trials))

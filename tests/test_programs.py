@@ -237,7 +237,7 @@ def test_counterfactuals_are_finite_and_end_with_e(program, variable):
     assert (tok[rows, last] == task.E).all()
     assert torch.equal(nonpad, idx <= last[:, None])  # padding only at the end
     assert ((tok == task.E) & (idx > pairs.pos[:, None])).sum(1).eq(1).all()
-    assert (pairs.graded[rows, last]).all(), "the final E is graded"
+    assert (pairs.task_mask[rows, last]).all(), "the final E is graded"
 
 
 # ---- intervention positions -----------------------------------------------------
@@ -273,7 +273,7 @@ def test_make_pairs_is_deterministic():
     a = make_pairs(symlib.make_task("multiobject"), "up_down", "count_phase", n=200, seed=3)
     b = make_pairs(symlib.make_task("multiobject"), "up_down", "count_phase", n=200, seed=3)
     c = make_pairs(symlib.make_task("multiobject"), "up_down", "count_phase", n=200, seed=4)
-    for f in ("tokens", "graded", "pos", "src_tokens", "src_pos", "swap", "source_value", "changed"):
+    for f in ("tokens", "task_mask", "pos", "src_tokens", "src_pos", "swap", "source_value", "changed"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
     assert not (a.tokens.shape == c.tokens.shape and torch.equal(a.tokens, c.tokens))
 
@@ -299,8 +299,8 @@ def test_pair_prefix_and_grading(variable):
     assert (p.tokens[:, 0] == task.B).all()
     prefix = idx <= p.pos[:, None]
     assert not torch.isin(p.tokens[prefix], torch.tensor([task.P, task.E])).any()
-    assert not (p.graded & (idx <= p.pos[:, None])).any()
-    assert p.graded.any(1).all()
+    assert not (p.task_mask & (idx <= p.pos[:, None])).any()
+    assert p.task_mask.any(1).all()
     # prefix demo count: all N demos when T is in the prefix, at most N otherwise
     n_demo = (torch.isin(p.tokens, torch.tensor(task.demo_ids)) & prefix & ((p.tokens == task.T) & prefix).cumsum(1).eq(0)).sum(1)
     has_t = ((p.tokens == task.T) & prefix).any(1)
@@ -332,7 +332,7 @@ def test_shuffled_sources_permutes_only_the_sources():
     task = symlib.make_task("multiobject")
     p = make_pairs(task, "up_down", "count", n=300, seed=9)
     s = p.shuffled_sources(gen(10))
-    for f in ("tokens", "graded", "pos", "swap", "target_count", "target_value", "target_phase", "changed"):
+    for f in ("tokens", "task_mask", "pos", "swap", "target_count", "target_value", "target_phase", "changed"):
         assert torch.equal(getattr(s, f), getattr(p, f)), f
     assert not torch.equal(s.src_pos, p.src_pos) or not torch.equal(s.src_tokens, p.src_tokens)
     # the same multiset of source rows
