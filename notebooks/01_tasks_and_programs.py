@@ -13,6 +13,9 @@
 #   that could solve them, and the *counterfactual sequences* that interventions are judged by.
 # - **Runtime:** a few seconds on CPU; nothing is trained.
 # - **GPU:** not used.
+#
+# The README's section *The science in brief* summarises the whole study in one page; this
+# chapter makes its first half concrete.
 
 # %% tags=["parameters"]
 SEED = 0  # random seed for the example trials

@@ -53,7 +53,7 @@ print(cfg, device, sep="\n")
 
 # %% [markdown]
 # ## 1. Train
-# The original recipe (SPEC section 4): Adam at lr 5e-4 with 100 warm-up steps and a
+# The original recipe (README, *The science in brief*): Adam at lr 5e-4 with 100 warm-up steps and a
 # `(100/step)^0.25` decay, batches of 128 from one fixed set of 1000 trials, cross-entropy on
 # every non-pad token. Every 25 steps the network is evaluated on fresh trials of training,
 # held-out and out-of-range counts. The original's early stopping never fired; here training
@@ -106,14 +106,17 @@ assert len(acc) == 30 and all(0.0 <= a <= 1.0 for a in acc)
 # ## 4. Checkpoints for learning dynamics
 # Checkpoints are dense early (every 25 steps to 200) and sparse later, so the chapters on
 # learning dynamics can replay how alignment emerges. Each loads safely (weights only) and
-# records the config that made it.
+# records the config that made it, so a loaded network knows the task it was trained on
+# (`model.task_name`): the alignment chapters refuse counterfactual pairs of another task
+# rather than report a meaningless IIA.
 
 # %%
 steps = symlib.checkpoint_steps(result.run_dir)
 print(f"{len(steps)} checkpoints:", steps[:12], "..." if len(steps) > 12 else "")
 first, _, first_step = symlib.load_checkpoint(result.run_dir / "ckpt" / f"step_{steps[0]:06d}.pt")
 print("step", first_step, "trial accuracy at the first checkpoint:", symlib.evaluate(first, task.sample(64, "train", gen, unk_p=0.0))["trial_acc"])
-assert steps[0] == 0 and steps[-1] == s["steps"]
+print("trained on:", first.task_name)
+assert steps[0] == 0 and steps[-1] == s["steps"] and first.task_name == result.model.task_name == cfg.task
 
 # %%
 print(f"best checkpoint: step {s['best_step']}, trial accuracy {s['best_trial_acc_train']:.3f} (training counts), "

@@ -1,17 +1,24 @@
 """symlib: symbol-like number variables in small sequence models.
 
 Tasks and programs (``tasks``, ``programs``, ``counterfactuals``), networks (``models``,
-``hooked`` for your own), training (``training``), alignment search (``alignment``,
-``das``), figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``,
-``utils``). The names below are the ones notebooks use most.
+``hooked`` for your own), training (``training``), alignment functions (``alignment``),
+the search loop (``das``), measuring IIA (``iia``), controls (``controls``), the results
+store (``store``), findings over seeds (``findings``, ``stats``), analyses (``analysis``),
+figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``, ``utils``).
+The names below are the ones notebooks use most.
 """
 from __future__ import annotations
 
 import os
 
 from .alignment import ALIGNMENT_NAMES, AlignmentFunction, make_alignment
-from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_pairs, pairs_from_trials
-from .das import DASConfig, DASResult, das_controls, evaluate_alignment, iia_table, load_alignment, network_rollout, run_das, save_alignment
+from .analysis import natural_states, number_line
+from .controls import CONTROL_NAMES, run_das_with_controls
+from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_pairs, make_splits, pairs_from_trials
+from .das import DASConfig, DASResult, load_alignment, run_das, run_das_batch, save_alignment, subspace_sweep
+from .iia import evaluate_alignment, iia_table, network_rollout
+from .stats import format_ci, mean_ci
+from .store import ResultsStore
 from .hooked import HookedModel, wrap_model
 from .models import ARCH_NAMES, ModelConfig, SequenceModel, build_model, free_run, greedy_rollout, make_model
 from .paths import REPO_ROOT, data_dir, figures_dir, runs_dir

@@ -9,6 +9,7 @@ Every function computes in float32 whatever the network's dtype, and casts back.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -81,6 +82,23 @@ class AlignmentFunction(nn.Module):
         head = zt[:, : self.k] + m * (zs - zt[:, : self.k])
         return self.inverse(torch.cat([head, zt[:, self.k:]], 1)).to(dtype)
 
+    # ---- hooks of the search loop (no-ops here; the boundless search uses them) ----
+
+    #: True when the search should stop this alignment only on ``stop_reason`` (or its step
+    #: budget), not on a validation-IIA target or a loss plateau.
+    stops_on_own_rule: bool = False
+
+    def on_step(self, step: int) -> None:
+        """Prepare training step ``step`` (0-based); called before every step."""
+
+    def progress(self) -> dict:
+        """Return extra numbers to record at each evaluation (JSON-able scalars)."""
+        return {}
+
+    def stop_reason(self, history: list[dict]) -> str | None:
+        """Return why the search should stop now, or None; ``history``: every evaluation record so far."""
+        return None
+
     def penalty(self) -> torch.Tensor:
         """Extra loss term (the boundless search's size penalty); zero for the others."""
         return torch.zeros((), device=next(self.parameters()).device)
@@ -90,6 +108,7 @@ class AlignmentFunction(nn.Module):
         return [{"params": list(self.parameters()), "lr": lr}]
 
     def describe(self) -> dict:
+        """Describe how to rebuild this alignment (JSON-able): see ``alignment_from_description``."""
         return {"kind": self.kind, "d": self.d, "block_sizes": list(self.block_sizes)}
 
 
@@ -131,22 +150,75 @@ class OrthogonalAlignment(AlignmentFunction):
 
 
 class LinearAlignment(AlignmentFunction):
-    """Any invertible linear map plus a bias: z = W h + b (starts as a random rotation)."""
+    """Any invertible linear map with a bounded condition number: z = W h, W = U diag(s) V^T.
+
+    U and V are rotations (d x d, kept orthogonal by a parametrisation) and the singular
+    values are ``s = exp(L tanh(p))`` with ``L = log(max_cond) / 2``, so every s lies in
+    [max_cond^-1/2, max_cond^1/2] and cond(W) <= max_cond whatever the optimiser does to
+    p. The inverse is then analytic, V diag(1/s) U^T, with no solve. Starts as a random
+    rotation (p = 0, s = 1).
+
+    There is no bias: in ``A^-1((1 - m) A(h_t) + m A(h_s))`` a bias b enters as
+    ``W^-1((1 - m) b + m b - b) = 0``, so it would be a dead parameter.
+    """
 
     kind = "linear"
 
-    def __init__(self, d, block_sizes):
+    def __init__(self, d, block_sizes, max_cond: float = 100.0):
         super().__init__(d, block_sizes)
-        W = torch.empty(d, d)
-        nn.init.orthogonal_(W)
-        self.W = nn.Parameter(W)
-        self.b = nn.Parameter(torch.zeros(d))
+        if not max_cond >= 1.0:
+            raise ValueError(f"max_cond is a bound on a condition number and must be >= 1, got {max_cond}")
+        self.max_cond = float(max_cond)
+        self.log_s_max = math.log(self.max_cond) / 2
+        self.U = _rotation(d)
+        self.V = _rotation(d)
+        self.p = nn.Parameter(torch.zeros(d))
+
+    @property
+    def singular_values(self) -> torch.Tensor:
+        """The singular values of W: (d,), each in [max_cond^-1/2, max_cond^1/2]."""
+        return torch.exp(self.log_s_max * torch.tanh(self.p))
+
+    @property
+    def W(self) -> torch.Tensor:
+        """The map as a (d, d) matrix: z = W h."""
+        return (self.U.weight * self.singular_values) @ self.V.weight.T
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """The k aligned coordinates of a (batch, d) float32 h: (batch, k)."""
+        # row form of z = W h is h V diag(s) U^T; coordinate i is row i of U
+        return (h @ self.V.weight * self.singular_values) @ self.U.weight[: self.k].T
 
     def forward(self, h):
-        return h.float() @ self.W.T + self.b
+        return (h.float() @ self.V.weight * self.singular_values) @ self.U.weight.T
 
     def inverse(self, z):
-        return torch.linalg.solve(self.W, (z - self.b).T).T
+        return (z.float() @ self.U.weight / self.singular_values) @ self.V.weight.T
+
+    def aligned(self, h):
+        return self._head(h.float())
+
+    def interchange(self, h_t, h_s, swap, source=None):
+        # h_t + A^-1(m (A h_s - A h_t)) is the same map for a linear A, but a zero swap adds
+        # an exact zero, so it returns h_t bit for bit however badly W is conditioned
+        # (A^-1(A h_t) in float32 would not)
+        dtype = h_t.dtype
+        if source is None:
+            delta = self._head(h_s.float() - h_t.float())
+        else:
+            delta = source.aligned(h_s) - self._head(h_t.float())
+        moved = (self.coord_mask(swap) * delta) @ self.U.weight[: self.k] / self.singular_values
+        return h_t + (moved @ self.V.weight.T).to(dtype)
+
+    def describe(self):
+        return {**super().describe(), "max_cond": self.max_cond}
+
+
+def _rotation(d: int) -> nn.Module:
+    """A d x d rotation (its ``.weight``), random at the start and kept orthogonal while it trains."""
+    lin = nn.Linear(d, d, bias=False)
+    nn.init.orthogonal_(lin.weight)
+    return parametrizations.orthogonal(lin)
 
 
 class _Coupling(nn.Module):
@@ -180,6 +252,7 @@ class RevNetAlignment(AlignmentFunction):
 
     Between layers the halves are swapped (a fixed permutation), so every coordinate is
     transformed. Starts as a pure rotation (couplings initialised to the identity).
+    n_layers: coupling layers; hidden: width of each coupling's MLPs (None: d).
     """
 
     kind = "revnet"
@@ -188,10 +261,12 @@ class RevNetAlignment(AlignmentFunction):
         super().__init__(d, block_sizes)
         if d < 2:
             raise ValueError("a reversible-residual alignment needs a state of at least 2 dims")
-        lin = nn.Linear(d, d, bias=False)
-        nn.init.orthogonal_(lin.weight)
-        self.rot = parametrizations.orthogonal(lin)
-        self.layers = nn.ModuleList(_Coupling(d, hidden or d) for _ in range(n_layers))
+        if n_layers < 0 or (hidden is not None and hidden < 1):
+            raise ValueError(f"a revnet needs n_layers >= 0 and hidden >= 1, got n_layers={n_layers}, hidden={hidden}")
+        self.n_layers = int(n_layers)
+        self.hidden = int(hidden or d)
+        self.rot = _rotation(d)
+        self.layers = nn.ModuleList(_Coupling(d, self.hidden) for _ in range(self.n_layers))
 
     @staticmethod
     def _flip(x):
@@ -213,47 +288,109 @@ class RevNetAlignment(AlignmentFunction):
             x = layer.inverse(x)
         return x @ self.rot.weight.T
 
+    def describe(self):
+        return {**super().describe(), "n_layers": self.n_layers, "hidden": self.hidden}
+
 
 class BoundlessAlignment(AlignmentFunction):
-    """Boundless DAS [ours, beyond the original]: a rotation and a learned, soft subspace size.
+    """Boundless DAS [ours, beyond the original]: a rotation and a learned subspace size.
 
-    Coordinate j of the rotated state is swapped with weight ``sigmoid((b - j - 0.5) / tau)``;
-    the boundary b is learned, a penalty ``size_weight * b`` (a cost per swapped dim) keeps it small, and the
-    temperature tau is annealed by the trainer. At evaluation (``hard=True``, the default in
-    eval mode) exactly ``n_units = round(b)`` coordinates are swapped. One block only.
+    Coordinate j of the rotated state is swapped with weight ``sigmoid((b - j - 0.5) / tau)``,
+    so b is a soft boundary: coordinates well below it are swapped, those above it kept.
+    The search learns the rotation and b against the loss plus ``size_weight * soft size``
+    (the soft size is the sum of the weights, about b): a cost in nats per swapped dim,
+    so b settles where one more dim lowers the loss by about ``size_weight``. At evaluation
+    (eval mode) exactly ``n_units = round(b)`` coordinates are swapped, clamped to [0, d];
+    0 means that nothing is swapped. One block only; ``block_sizes`` is only checked.
+
+    How it is made to learn a size rather than drift:
+
+    - b is learned as log b, so Adam, whose steps have a fixed size whatever the
+      gradient's, moves it by a fixed *fraction* per step (``boundary_lr``): 4 -> 12 dims
+      and 48 -> 16 dims take about as many steps, and b never goes negative.
+    - the temperature is annealed from ``tau_start`` to ``tau_end`` over ``anneal_steps``
+      and then held: at ``tau_end`` (default 0.35) the weight of a coordinate a whole dim
+      inside the boundary is 0.95, near the hard mask of evaluation, while the coordinates
+      next to the boundary still pass the loss's gradient to b (at 0.05 it vanished but
+      within 0.1 of a half-integer, and the penalty alone moved b).
+    - it stops on its own rule (``stop_reason``): when b has moved by less than
+      ``converge_tol`` dims over the last ``converge_steps`` steps after the anneal.
+
+    Constructor: init_units: starting size in dims (None: ``default_init``, capped at d);
+    size_weight: the penalty per soft dim; the others override the class defaults below.
     """
 
     kind = "boundless"
+    stops_on_own_rule = True
 
-    #: Adam learning rate of the boundary (in dims per step): at the rotation's 1e-3 it could move
-    #: only about one dim in a thousand steps and would never leave its starting size.
-    boundary_lr = 0.05
+    #: starting boundary in dims when none is given
+    default_init = 8.0
+    #: Adam learning rate of log b: the fraction b may move per step (0.02: x2 in ~35 steps)
+    boundary_lr = 0.02
+    tau_start = 1.0
+    tau_end = 0.35
+    anneal_steps = 200
+    #: converged: b moved < converge_tol dims over the last converge_steps steps (>= 2 evaluations)
+    converge_steps = 150
+    converge_tol = 0.5
 
-    def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.01):
+    def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.01,
+                 tau_start: float | None = None, tau_end: float | None = None, anneal_steps: int | None = None,
+                 converge_steps: int | None = None, converge_tol: float | None = None):
         if block_sizes is not None and len(block_sizes) != 1:
             raise ValueError("a boundless alignment learns the size of one block; for several variables use 'orthogonal'")
         if block_sizes is not None and block_sizes[0] > d:
             raise ValueError(f"the aligned subspace ({block_sizes[0]} dims) is wider than the state ({d} dims)")
         super().__init__(d, [d])
-        lin = nn.Linear(d, d, bias=False)
-        nn.init.orthogonal_(lin.weight)
-        self.rot = parametrizations.orthogonal(lin)
-        self.boundary = nn.Parameter(torch.tensor(float(init_units if init_units is not None else max(d / 4, 1.0))))
-        self.register_buffer("temperature", torch.tensor(1.0))
-        self.size_weight = size_weight
+        init = min(float(self.default_init), float(d)) if init_units is None else float(init_units)
+        if not 0 < init <= d:
+            raise ValueError(f"init_units={init_units} dims: the starting size must be in (0, {d}] for a state of {d} dims")
+        if size_weight < 0:
+            raise ValueError(f"size_weight must be >= 0, got {size_weight}")
+        self.init_units, self.size_weight = init, float(size_weight)
+        for name, value in (("tau_start", tau_start), ("tau_end", tau_end), ("anneal_steps", anneal_steps),
+                            ("converge_steps", converge_steps), ("converge_tol", converge_tol)):
+            if value is not None:
+                setattr(self, name, type(getattr(type(self), name))(value))
+        if not (self.tau_start > 0 and self.tau_end > 0 and self.anneal_steps >= 0 and self.converge_steps >= 0):
+            raise ValueError("temperatures must be > 0 and step counts >= 0")
+        self.rot = _rotation(d)
+        self.log_boundary = nn.Parameter(torch.tensor(math.log(init)))
+        self.register_buffer("temperature", torch.tensor(float(self.tau_start)))
+
+    # ---- the size -------------------------------------------------------------------
+
+    @property
+    def boundary(self) -> torch.Tensor:
+        """The soft boundary b in dims (a differentiable scalar tensor, > 0)."""
+        return self.log_boundary.exp()
+
+    @property
+    def boundary_value(self) -> float:
+        """The soft boundary b in dims, as a float."""
+        return float(self.log_boundary.detach().exp())
 
     @property
     def n_units(self) -> int:
-        return int(min(max(round(float(self.boundary.detach())), 1), self.d))
+        """The hard size used at evaluation: round(b) clamped to [0, d]; 0 means nothing is swapped."""
+        return int(min(max(round(self.boundary_value), 0), self.d))
+
+    def set_size(self, boundary: float) -> None:
+        """Put the boundary at ``boundary`` dims (>= 0; 0 is stored as a tiny positive b)."""
+        with torch.no_grad():
+            self.log_boundary.fill_(math.log(max(float(boundary), 1e-3)))
 
     def set_temperature(self, tau: float) -> None:
         self.temperature.fill_(float(tau))
 
     def soft_mask(self) -> torch.Tensor:
-        j = torch.arange(self.d, device=self.boundary.device, dtype=torch.float32)
+        """Swap weight of each rotated coordinate: (d,); hard (1 below n_units, else 0) in eval mode."""
+        j = torch.arange(self.d, device=self.log_boundary.device, dtype=torch.float32)
         if not self.training:
             return (j < self.n_units).float()
         return torch.sigmoid((self.boundary - j - 0.5) / self.temperature)
+
+    # ---- the map --------------------------------------------------------------------
 
     def forward(self, h):
         return h.float() @ self.rot.weight
@@ -275,28 +412,93 @@ class BoundlessAlignment(AlignmentFunction):
         zs = (source.forward(h_s) if source is not None else h_s.float() @ R)
         zt = h_t.float() @ R
         m = self.coord_mask(swap)
-        return (h_t.float() + (m * (zs - zt)) @ R.T).to(dtype)
+        # added in h_t's dtype, so a zero swap (or a zero size) returns h_t exactly
+        return h_t + ((m * (zs - zt)) @ R.T).to(dtype)
+
+    # ---- the search -----------------------------------------------------------------
 
     def penalty(self):
-        return self.size_weight * self.boundary
+        return self.size_weight * self.soft_mask().sum()
 
     def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": [p for n, p in self.named_parameters() if n != "boundary"], "lr": lr},
-                {"params": [self.boundary], "lr": self.boundary_lr}]
+        return [{"params": [p for n, p in self.named_parameters() if n != "log_boundary"], "lr": lr},
+                {"params": [self.log_boundary], "lr": self.boundary_lr}]
+
+    def temperature_at(self, step: int) -> float:
+        """The schedule: geometric from tau_start to tau_end over anneal_steps, then tau_end."""
+        if step >= self.anneal_steps:
+            return self.tau_end
+        return self.tau_start * (self.tau_end / self.tau_start) ** (step / self.anneal_steps)
+
+    def on_step(self, step: int) -> None:
+        self.set_temperature(self.temperature_at(step))
+
+    def progress(self) -> dict:
+        return {"boundary": round(self.boundary_value, 4), "n_units": self.n_units}
+
+    def stop_reason(self, history: list[dict]) -> str | None:
+        """Stop once the boundary has settled: after the anneal, it moved less than
+        ``converge_tol`` dims over the last ``converge_steps`` steps (two evaluations at least)."""
+        recs = [r for r in history if r["step"] >= self.anneal_steps and "boundary" in r]
+        if len(recs) < 2 or recs[-1]["step"] - recs[0]["step"] < self.converge_steps:
+            return None  # the stretch after the anneal is not yet long enough
+        start = recs[-1]["step"] - self.converge_steps
+        window = [r for r in recs if r["step"] >= start] or recs[-2:]
+        if len(window) < 2:
+            window = recs[-2:]
+        values = [r["boundary"] for r in window]
+        spread = max(values) - min(values)
+        if spread >= self.converge_tol:
+            return None
+        size = f"{self.n_units} dims" if self.n_units else "0 dims: nothing swapped"
+        return (f"boundary converged at {values[-1]:.2f} ({size}): it moved {spread:.2f} < {self.converge_tol} dims "
+                f"from step {window[0]['step']} to {window[-1]['step']}")
 
     def describe(self):
-        return {**super().describe(), "n_units": self.n_units}
+        return {**super().describe(), "init_units": self.init_units, "size_weight": self.size_weight,
+                "tau_start": self.tau_start, "tau_end": self.tau_end, "anneal_steps": self.anneal_steps,
+                "converge_steps": self.converge_steps, "converge_tol": self.converge_tol,
+                "boundary": self.boundary_value, "n_units": self.n_units}
 
 
-def make_alignment(kind: str, d: int, block_sizes: Sequence[int], seed: int | None = None, **kw) -> AlignmentFunction:
-    """Build an alignment function of ``kind`` (one of ``ALIGNMENT_NAMES``) for a d-wide state."""
+_CLASSES: dict[str, type[AlignmentFunction]] = {
+    "orthogonal": OrthogonalAlignment, "linear": LinearAlignment, "revnet": RevNetAlignment, "boundless": BoundlessAlignment,
+}
+
+#: constructor arguments that ``describe()`` records, by kind
+_DESCRIBED_ARGS: dict[str, tuple[str, ...]] = {
+    "orthogonal": (),
+    "linear": ("max_cond",),
+    "revnet": ("n_layers", "hidden"),
+    "boundless": ("init_units", "size_weight", "tau_start", "tau_end", "anneal_steps", "converge_steps", "converge_tol"),
+}
+
+
+def make_alignment(kind: str, d: int, block_sizes: Sequence[int] | None, seed: int | None = None, **kw) -> AlignmentFunction:
+    """Build an alignment function of ``kind`` (one of ``ALIGNMENT_NAMES``) for a d-wide state.
+
+    ``seed``: build deterministically from it without touching torch's global random state
+    (None: draw from the global generator). ``kw``: the kind's own constructor arguments.
+    """
     check_choice("alignment function", kind, ALIGNMENT_NAMES)
-    if seed is not None:
-        torch.manual_seed(seed)
-    if kind == "orthogonal":
-        return OrthogonalAlignment(d, block_sizes)
-    if kind == "linear":
-        return LinearAlignment(d, block_sizes)
-    if kind == "revnet":
-        return RevNetAlignment(d, block_sizes, **kw)
-    return BoundlessAlignment(d, block_sizes, **kw)
+    cls = _CLASSES[kind]
+    if seed is None:
+        return cls(d, block_sizes, **kw)
+    # parameters are built on the CPU, so only the CPU generator is forked and seeded
+    # (torch.manual_seed would also reseed every CUDA generator, which fork_rng([]) would not restore)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        return cls(d, block_sizes, **kw)
+
+
+def alignment_from_description(desc: dict) -> AlignmentFunction:
+    """Rebuild an alignment of the shape ``desc`` (from ``describe()``) describes, ready for ``load_state_dict``.
+
+    The parameters are a fixed placeholder (the global random state is untouched); load the
+    saved state dict to get the alignment back. Keys a description lacks take their defaults.
+    """
+    kind = desc.get("kind")
+    check_choice("alignment function", kind, ALIGNMENT_NAMES)
+    kw = {k: desc[k] for k in _DESCRIBED_ARGS[kind] if desc.get(k) is not None}
+    blocks = None if kind == "boundless" else list(desc["block_sizes"])
+    return make_alignment(kind, int(desc["d"]), blocks, seed=0, **kw)

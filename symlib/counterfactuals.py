@@ -3,27 +3,43 @@
 A pair is a *target* trial with a position i, a *source* trial with a position j, and
 the program's counterfactual: the target run to i, the chosen variables overwritten with
 the source's values at j, then rolled out to ``E``.
+
+Pairs come in splits (train, val, test, test_heldout), each drawn with its own seed
+(``split_seed``); ``make_splits`` builds them all. For the wrong-label control a fixed
+derangement (``wrong_labels``) relabels the swapped values (``relabel``).
 """
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, fields
 
 import torch
 
-from .programs import Program, counterfactual, intervention_positions, make_program, state_at
+from .programs import PROGRAMS, Program, counterfactual, intervention_positions, make_program, state_at
 from .tasks import Task, Trials, resolve_counts
-from .utils import check_choice
 
-VARIABLE_NAMES: tuple[str, ...] = ("count", "phase", "count_phase", "full", "null")
+#: Variables meaningful for every program.
+GENERIC_VARIABLES: tuple[str, ...] = ("count", "phase", "count_phase", "full", "null")
+#: Every name a variable may take (for config checks): the generic ones, then each
+#: program's own variables (e.g. Up-Up's ``demo_count`` and ``resp_count``). Whether a
+#: name fits a given program is checked by ``variable_blocks``.
+VARIABLE_NAMES: tuple[str, ...] = GENERIC_VARIABLES + tuple(dict.fromkeys(
+    v for p in PROGRAMS.values() for v in p.variables if v not in GENERIC_VARIABLES))
+
+
+def program_variable_names(program: Program) -> tuple[str, ...]:
+    """Return the variable names ``program`` accepts: the generic ones, then its own variables."""
+    return GENERIC_VARIABLES + tuple(v for v in program.variables if v not in GENERIC_VARIABLES)
 
 
 def variable_blocks(program: Program, variable: str) -> list[list[str]]:
-    """The program variables each aligned block stands for.
+    """Return the program variables each aligned block stands for.
 
     count: the program's number variable; phase; count_phase: both, in separate blocks;
-    full: every swappable variable in one block; null: one block that changes nothing.
+    full: every swappable variable in one block; null: one block that changes nothing;
+    any other program variable by name (e.g. Up-Up's ``resp_count``): that variable alone.
+    Raises a ValueError listing the valid names when ``program`` has no such variable.
     """
-    check_choice("variable", variable, VARIABLE_NAMES)
     if variable == "count":
         return [[program.number_variable]]
     if variable == "phase":
@@ -32,7 +48,54 @@ def variable_blocks(program: Program, variable: str) -> list[list[str]]:
         return [[program.number_variable], ["phase"]]
     if variable == "full":
         return [list(program.variables)]
-    return [[]]
+    if variable == "null":
+        return [[]]
+    if variable in program.variables:
+        return [[variable]]
+    raise ValueError(f"unknown variable {variable!r} for program {program.name}; "
+                     f"valid choices: {', '.join(program_variable_names(program))}")
+
+
+def value_variable(program: Program, variable: str) -> str:
+    """Return the variable whose values a pair's ``target_value``/``source_value`` hold.
+
+    The swapped variable when it is a single count-like (non-phase) variable, e.g.
+    ``resp_count``; else the program's number variable.
+    """
+    blocks = variable_blocks(program, variable)
+    if len(blocks) == 1 and len(blocks[0]) == 1 and blocks[0][0] != "phase":
+        return blocks[0][0]
+    return program.number_variable
+
+
+def split_seed(seed: int, split: str) -> int:
+    """Return the seed of split ``split`` (e.g. "train", "val") for a run seeded ``seed``.
+
+    It is ``(seed * 2**32 + crc32(split)) mod 2**63``: stable across Python runs (unlike
+    ``hash``), distinct for distinct split names (crc32 differs) and, for seeds in
+    [0, 2**31), distinct for distinct seeds.
+    """
+    return (int(seed) * 2**32 + zlib.crc32(split.encode("utf-8"))) % 2**63
+
+
+def wrong_labels(max_value: int = 40, seed: int = 0) -> torch.Tensor:
+    """Return a fixed derangement of 0..max_value: (max_value + 1,) long, ``perm[v] != v``.
+
+    Deterministic for ``seed``: a random order of the values, each sent to the next one
+    in that order (one cycle through all of them, so no value maps to itself).
+    """
+    if max_value < 1:
+        raise ValueError(f"max_value must be >= 1 for a permutation without fixed points, got {max_value}")
+    order = torch.randperm(max_value + 1, generator=torch.Generator().manual_seed(seed))
+    perm = torch.empty_like(order)
+    perm[order] = order.roll(-1)
+    return perm
+
+
+def _apply_relabel(perm: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Return ``perm[v]``, values outside the permutation's range kept: (batch,)."""
+    inside = (v >= 0) & (v < len(perm))
+    return torch.where(inside, perm[v.clamp(0, len(perm) - 1)], v)
 
 
 @dataclass
@@ -45,9 +108,13 @@ class CounterfactualPairs:
     src_tokens: (N, Ls) source trials; src_pos: (N,) source positions.
     swap: (N, n_blocks) bool, which blocks each pair swaps.
     target_count, source_count: (N,) the trials' demo counts.
-    target_value, source_value: (N,) the program's number variable at the two positions.
+    target_value, source_value: (N,) the values of ``value_variable`` at the two positions:
+        the swapped variable when it is one count-like variable (e.g. ``resp_count``), else
+        the program's number variable. Under relabelling ``source_value`` stays the true
+        value read from the source (what was written is ``relabel[source_value]``).
     target_phase, source_phase: (N,) the phase (0 demo, 1 response) at the two positions.
     changed: (N,) bool, whether the counterfactual differs from the target's own continuation.
+    value_variable: the program variable ``target_value``/``source_value`` are values of.
     """
 
     tokens: torch.Tensor
@@ -63,12 +130,17 @@ class CounterfactualPairs:
     target_phase: torch.Tensor
     source_phase: torch.Tensor
     changed: torch.Tensor
+    value_variable: str = "count"
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    def _tensors(self) -> dict:
+        """Return the tensor fields by name (every field but ``value_variable``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "value_variable"}
+
     def __getitem__(self, idx) -> "CounterfactualPairs":
-        out = CounterfactualPairs(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        out = CounterfactualPairs(**{k: v[idx] for k, v in self._tensors().items()}, value_variable=self.value_variable)
         L = int(((out.tokens != 0).long() * torch.arange(1, out.tokens.shape[1] + 1)).max())
         Ls = int(((out.src_tokens != 0).long() * torch.arange(1, out.src_tokens.shape[1] + 1)).max())
         out.tokens, out.task_mask, out.src_tokens = out.tokens[:, :L], out.task_mask[:, :L], out.src_tokens[:, :Ls]
@@ -77,10 +149,10 @@ class CounterfactualPairs:
     def shuffled_sources(self, generator: torch.Generator | None = None) -> "CounterfactualPairs":
         """The same pairs with sources permuted: labels no longer match the swapped-in state (a control)."""
         p = torch.randperm(len(self), generator=generator)
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d = self._tensors()
         for k in ("src_tokens", "src_pos", "source_count", "source_value", "source_phase"):
             d[k] = d[k][p]
-        return CounterfactualPairs(**d)
+        return CounterfactualPairs(**d, value_variable=self.value_variable)
 
 
 def make_pairs(
@@ -90,11 +162,16 @@ def make_pairs(
     n: int = 10_000,
     counts="train",
     seed: int = 0,
+    relabel: torch.Tensor | None = None,
 ) -> CounterfactualPairs:
     """Sample ``n`` counterfactual pairs (seeded). Positions are drawn uniformly among demo
     and response tokens, independently for source and target; sources are fresh trials.
 
     For ``count_phase`` each pair swaps count, phase, or both (a third each).
+    The trials, positions and swap choices are all drawn before any program runs, so the
+    same seed, ``n``, ``counts``, task and number of blocks give the same pairs whatever
+    the program or ``relabel``: only the labels differ (controls use the same pairs).
+    relabel: a permutation for the wrong-label control, see ``pairs_from_trials``.
     """
     counts = resolve_counts(counts)
     prog = make_program(program, task) if isinstance(program, str) else program
@@ -108,24 +185,64 @@ def make_pairs(
     else:
         choice = torch.randint(3, (n,), generator=g)  # 0: first block, 1: second, 2: both
         swap = torch.stack([choice != 1, choice != 0], 1)
-    return pairs_from_trials(prog, variable, tgt, pos, src, spos, swap, g)
+    # from here on g only draws the identities of rolled-out demo tokens
+    return pairs_from_trials(prog, variable, tgt, pos, src, spos, swap, g, relabel=relabel)
+
+
+def make_splits(
+    task: Task,
+    program: str | Program,
+    variable: str,
+    seed: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    n_test_heldout: int = 0,
+    relabel: torch.Tensor | None = None,
+) -> dict[str, CounterfactualPairs]:
+    """Return the pairs of each split, each drawn with its own seed ``split_seed(seed, name)``.
+
+    "train", "val" and "test" use the training counts; "test_heldout" (only when
+    ``n_test_heldout > 0``) has target and source trials on the held-out counts
+    (4, 9, 14, 17): does the variable work on counts the network never trained on?
+    relabel: the wrong-label permutation, applied to every split (see ``pairs_from_trials``).
+    """
+    prog = make_program(program, task) if isinstance(program, str) else program
+    sizes = {"train": (n_train, "train"), "val": (n_val, "train"), "test": (n_test, "train")}
+    if n_test_heldout > 0:
+        sizes["test_heldout"] = (n_test_heldout, "heldout")
+    return {name: make_pairs(task, prog, variable, n, counts, split_seed(seed, name), relabel)
+            for name, (n, counts) in sizes.items()}
 
 
 def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tensor, src: Trials, spos: torch.Tensor,
-                      swap: torch.Tensor | None = None, generator: torch.Generator | None = None) -> CounterfactualPairs:
+                      swap: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                      relabel: torch.Tensor | None = None) -> CounterfactualPairs:
     """Counterfactual pairs from given target and source trials and positions: (batch,) each.
 
     swap: (batch, n_blocks) bool, which blocks each pair swaps (default: all).
+    relabel: (K,) long permutation for the wrong-label control: each swapped count-like
+    variable is written as ``relabel[v]`` instead of the source's ``v`` (values >= K are
+    kept). A ``phase`` swapped on its own is flipped (1 - v); with ``count_phase`` and
+    ``full`` the phase stays the source's. ``changed`` is then against the relabelled
+    counterfactual, while ``source_value`` keeps the true source value.
     """
     blocks = variable_blocks(prog, variable)
     n = len(tgt)
     swap = torch.ones(n, len(blocks), dtype=torch.bool) if swap is None else swap
     ttrace, strace = prog.trace(tgt), prog.trace(src)
     s_state, t_state = state_at(strace, spos), state_at(ttrace, pos)
+    lone_phase = [name for names in blocks for name in names] == ["phase"]
     values, rows = {}, {}
     for b, names in enumerate(blocks):
         for var in names:
-            values[var] = prog.read(s_state, var)
+            v = prog.read(s_state, var)
+            if relabel is not None:
+                if var != "phase":
+                    v = _apply_relabel(relabel, v)
+                elif lone_phase:
+                    v = 1 - v
+            values[var] = v
             rows[var] = swap[:, b]
     tokens, task_mask = counterfactual(prog, tgt, pos, values, rows, generator, trace=ttrace)
     # does the counterfactual differ from the target's own continuation?
@@ -135,10 +252,10 @@ def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tens
     after = torch.arange(L)[None, :] > pos[:, None]
     tmask = pad(tgt.task_mask) & after
     changed = ((pad(task_mask) != tmask) | ((ct != tt) & (pad(task_mask) | tmask))).any(1)
-    num = prog.number_variable
+    num = value_variable(prog, variable)
     return CounterfactualPairs(
         tokens=tokens, task_mask=task_mask, pos=pos, src_tokens=src.tokens, src_pos=spos, swap=swap,
         target_count=tgt.counts, source_count=src.counts,
         target_value=prog.read(t_state, num), source_value=prog.read(s_state, num),
         target_phase=prog.read(t_state, "phase"), source_phase=prog.read(s_state, "phase"),
-        changed=changed)
+        changed=changed, value_variable=num)

@@ -1,386 +1,424 @@
-"""Distributed Alignment Search: train an alignment on a frozen network, measure IIA, run controls.
+"""Distributed Alignment Search: the search loop.
 
 The network is frozen; only the alignment function learns, by cross-entropy of the
-network's predictions on the counterfactual sequence after the intervention (SPEC
-section 5). States at the intervention sites are computed once (the network does not
-change), so a training step is an interchange plus the network's continuation.
+network's predictions on the counterfactual sequence after the interchange (see the
+README's "The science in brief"). States at the intervention sites are computed once.
+
+Every search has three sets of pairs: *training* pairs (the loss), *validation* pairs
+(stopping, and choosing the best alignment, which is the one returned) and *test* pairs
+with their own seed, used only for the reported numbers (``iia_test``,
+``iia_changed_test``); optionally test pairs on held-out counts (``iia_test_heldout``).
+
+``run_das_batch`` trains several alignments on one frozen network in one pass (a
+subspace sweep, or a search and its learnable controls): the maps are kept separate, the
+pairs of every member are stacked into one batch, and each member stops on its own rule.
+The result equals separate searches up to float error. ``run_das`` is a batch of one.
+Measurement lives in ``iia``, controls in ``controls``, caching in ``store``.
 """
 from __future__ import annotations
 
-import contextlib
+import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .alignment import ALIGNMENT_NAMES, AlignmentFunction, make_alignment
-from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_pairs, variable_blocks
-from .models import SequenceModel, free_run, greedy_rollout
+from .alignment import ALIGNMENT_NAMES, AlignmentFunction, alignment_from_description, make_alignment
+from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_splits, split_seed, variable_blocks, wrong_labels
+from .iia import PairStates, after_swap, das_loss, evaluate_alignment, frozen, pair_rows, split_metrics
+from .models import SequenceModel, check_task
 from .programs import PROGRAM_NAMES, make_program
 from .tasks import Task
 from .utils import atomic_torch_save, check_choice
 
-ALIGNMENT_FORMAT = "symlib-alignment/1"
+ALIGNMENT_FORMAT = "symlib-alignment/2"
+SPLITS = ("train", "val", "test", "test_heldout")
 
 
 @dataclass
 class DASConfig:
-    """One alignment search (SPEC section 5 defaults)."""
+    """One alignment search. Defaults follow the original recipe, except the step budget the
+    book states for its chapters (``max_steps``)."""
 
     program: str = "up_down"
-    variable: str = "count"
+    variable: str = "count"  # count (the program's number variable), phase, count_phase, full, null, or a program variable
     alignment: str = "orthogonal"
-    n_units: int = 16
+    n_units: int = 16  # dims of each aligned block (boundless: ignored, see boundless_init)
     site: Optional[str] = None  # default: the model's default site
     lr: float = 1e-3
     batch_size: int = 128
     n_train: int = 10_000
-    n_val: int = 1_000
+    n_val: int = 1_000  # stop the search and choose the best alignment
+    n_test: int = 1_000  # only for the reported numbers
+    n_test_heldout: int = 0  # test pairs on held-out counts (4, 9, 14, 17); 0: none
     max_steps: int = 20_000
     eval_every: int = 50
-    target_iia: float = 0.995  # stop once validation trial IIA reaches this
-    patience: int = 10  # ... or once validation loss has not improved for this many evaluations
-    loss_on: str = "all"  # "all": every non-pad token after the swap (the original); "graded": task-mask tokens only
-    counts: str = "train"
+    target_iia: float = 0.995  # stop once validation trial IIA reaches this (>1: never)
+    patience: int = 10  # ... or once validation loss has not improved for this many evaluations (0: never)
+    loss_on: str = "all"  # "all": every non-pad token after the swap (the original); "task_mask": task-mask tokens only
+    relabel: bool = False  # the wrong-label control: a fixed permutation of the swapped values, trained and tested on
     seed: int = 0
-    anneal_steps: int = 500  # boundless: temperature goes 1 -> 0.05 over these steps
+    boundless_init: Optional[float] = None  # boundless: starting size in dims (None: its default)
+    boundless_penalty: Optional[float] = None  # boundless: cost per swapped dim (None: its default)
 
     def __post_init__(self):
         check_choice("program", self.program, PROGRAM_NAMES)
         check_choice("variable", self.variable, VARIABLE_NAMES)
         check_choice("alignment function", self.alignment, ALIGNMENT_NAMES)
-        check_choice("loss_on", self.loss_on, ("all", "graded"))
+        check_choice("loss_on", self.loss_on, ("all", "task_mask"))
         if self.n_units < 0:
             raise ValueError(f"n_units must be >= 0, got {self.n_units}")
-        if self.alignment == "boundless" and self.variable == "count_phase":
-            raise ValueError("a boundless alignment learns the size of one block; use 'orthogonal' for count_phase")
-        for name in ("batch_size", "n_train", "n_val", "max_steps", "eval_every"):
+        for name in ("batch_size", "n_train", "n_val", "n_test", "max_steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_test_heldout < 0:
+            raise ValueError(f"n_test_heldout must be >= 0, got {self.n_test_heldout}")
+        if self.alignment == "boundless" and self.n_blocks() != 1:
+            raise ValueError("a boundless alignment learns the size of one block; use 'orthogonal' for count_phase")
+
+    def n_blocks(self, task: Task | None = None) -> int:
+        """How many aligned blocks the variable needs (count_phase: 2, else 1)."""
+        return 2 if self.variable == "count_phase" else 1
+
+    def pair_key(self) -> tuple:
+        """What the pairs depend on: searches with equal keys share their pairs."""
+        return (self.program, self.variable, self.seed, self.n_train, self.n_val, self.n_test, self.n_test_heldout, self.relabel)
 
 
 @dataclass
 class DASResult:
-    """What ``run_das`` returns."""
+    """What a search returns: the chosen alignment, its config, metrics and history.
+
+    metrics: ``iia_test``, ``iia_changed_test``, ``iia_token_test`` (and ``_val``,
+    ``_test_heldout``), ``steps``, ``best_step``, ``seconds``, ``stopped_because``,
+    ``n_units`` (boundless: the learned size; ``boundary`` its continuous value), ...
+    rows: per test pair, numpy arrays (values swapped, counts, ``correct``) for breakdowns.
+    """
 
     alignment: AlignmentFunction
     config: DASConfig
     metrics: dict
     history: list = field(default_factory=list)
-    rows: dict = field(default_factory=dict)  # per validation pair: correct, counts, values (numpy)
+    rows: dict = field(default_factory=dict)
 
 
-@contextlib.contextmanager
-def frozen(model: SequenceModel):
-    """Eval mode and no parameter gradients for the duration; restores both after."""
-    was = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, f in zip(model.parameters(), flags):
-            p.requires_grad_(f)
-        model.train(was)
+def state_width(model: SequenceModel, site: str | None) -> int:
+    """Width of the state at ``site`` (the model's default when None)."""
+    return model.state_size(model.check_site(site))
 
 
-@torch.no_grad()
-def site_states(model: SequenceModel, tokens: torch.Tensor, pos: torch.Tensor, site: str | None, batch: int = 2048) -> torch.Tensor:
-    """States at each row's position, in batches: tokens (N, L), pos (N,) -> (N, d) float32 on CPU."""
+def check_fits(cfg: DASConfig, d: int, site: str | None = None) -> None:
+    """Raise a ValueError when ``cfg``'s aligned blocks are wider than a ``d``-wide state."""
+    if cfg.alignment == "boundless":
+        if cfg.boundless_init is not None and not 0 < cfg.boundless_init <= d:
+            raise ValueError(f"boundless_init={cfg.boundless_init} dims does not fit a state of {d} dims")
+        return
+    k = cfg.n_units * cfg.n_blocks()
+    if k > d:
+        raise ValueError(f"n_units={cfg.n_units} x {cfg.n_blocks()} block(s) = {k} dims is wider than the state"
+                         f"{f' at site {site!r}' if site else ''} ({d} dims)")
+
+
+def new_alignment(cfg: DASConfig, d: int) -> AlignmentFunction:
+    """Build the alignment a search starts from (deterministic for ``cfg.seed``)."""
+    kw = {}
+    if cfg.alignment == "boundless":
+        if cfg.boundless_init is not None:
+            kw["init_units"] = cfg.boundless_init
+        if cfg.boundless_penalty is not None:
+            kw["size_weight"] = cfg.boundless_penalty
+        return make_alignment("boundless", d, None, seed=split_seed(cfg.seed, "alignment"), **kw)
+    return make_alignment(cfg.alignment, d, [cfg.n_units] * cfg.n_blocks(), seed=split_seed(cfg.seed, "alignment"))
+
+
+def make_search_pairs(task: Task, cfg: DASConfig) -> dict[str, CounterfactualPairs]:
+    """The train/val/test(/test_heldout) pairs of a search, each split with its own seed."""
+    relabel = wrong_labels(seed=cfg.seed) if cfg.relabel else None
+    return make_splits(task, cfg.program, cfg.variable, cfg.seed, cfg.n_train, cfg.n_val, cfg.n_test,
+                       n_test_heldout=cfg.n_test_heldout, relabel=relabel)
+
+
+class _Member:
+    """One alignment being searched inside a batch."""
+
+    def __init__(self, cfg: DASConfig, align: AlignmentFunction, states: dict[str, PairStates]):
+        self.cfg, self.align, self.states = cfg, align, states
+        self.gen = torch.Generator().manual_seed(split_seed(cfg.seed, "batches"))
+        self.perm, self.cursor = torch.randperm(len(states["train"]), generator=self.gen), 0
+        self.history: list[dict] = []
+        self.best_key, self.best_state, self.best_step = None, None, 0
+        self.since_best, self.best_loss = 0, math.inf
+        self.stopped, self.steps, self.seconds = None, 0, 0.0
+
+    def next_indices(self) -> torch.Tensor:
+        n, b = len(self.states["train"]), min(self.cfg.batch_size, len(self.states["train"]))
+        if self.cursor + b > n:
+            self.perm, self.cursor = torch.randperm(n, generator=self.gen), 0
+        idx = self.perm[self.cursor:self.cursor + b]
+        self.cursor += b
+        return idx
+
+    def record(self, rec: dict) -> None:
+        """Log an evaluation; keep the best alignment (validation IIA, then loss) and decide on stopping."""
+        self.history.append(rec)
+        cfg, own_rule = self.cfg, getattr(self.align, "stops_on_own_rule", False)
+        key = (rec["val_iia"], -rec["val_loss"])
+        if own_rule or self.best_key is None or key > self.best_key:
+            # a boundless search keeps its last alignment: its size is what converged
+            self.best_key, self.best_step = key, rec["step"]
+            self.best_state = copy.deepcopy(self.align.state_dict())
+        if own_rule:
+            self.stopped = self.align.stop_reason(self.history)
+            return
+        if rec["val_iia"] >= cfg.target_iia:
+            self.stopped = f"validation trial IIA >= {cfg.target_iia}"
+            return
+        if rec["val_loss"] < self.best_loss - 1e-4:
+            self.best_loss, self.since_best = rec["val_loss"], 0
+        else:
+            self.since_best += 1
+            if cfg.patience and self.since_best >= cfg.patience:
+                self.stopped = f"validation loss plateaued for {cfg.patience} evaluations"
+
+
+def _states_for(model, task, cfgs, site_of, pairs_given):
+    """Pairs and their states for every member, computed once per distinct pair set and site."""
+    cache: dict = {}
     out = []
-    dev = model.device
-    for i in range(0, tokens.shape[0], batch):
-        t, p = tokens[i:i + batch], pos[i:i + batch]
-        L = int(p.max()) + 1
-        out.append(model.state_at(t[:, :L].to(dev), site, p.to(dev)).float().cpu())
-    return torch.cat(out)
+    for i, cfg in enumerate(cfgs):
+        key = (cfg.pair_key(), site_of[i]) if pairs_given is None else ("given", site_of[i])
+        if key not in cache:
+            pairs = pairs_given if pairs_given is not None else make_search_pairs(task, cfg)
+            cache[key] = {name: PairStates.compute(model, p, site_of[i]) for name, p in pairs.items()}
+        out.append(cache[key])
+    return out
 
 
-def _trim(tokens: torch.Tensor) -> int:
-    nz = (tokens != 0).long() * torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
-    return int(nz.max())
+def _concat_batch(parts: list[tuple]) -> tuple:
+    """Stack several members' batches (tokens, task_mask, pos, ...) into one, padding to the longest."""
+    L = max(p[0].shape[1] for p in parts)
+    pad = lambda x: F.pad(x, (0, L - x.shape[1]))
+    tokens = torch.cat([pad(p[0]) for p in parts])
+    mask = torch.cat([pad(p[1]) for p in parts])
+    pos = torch.cat([p[2] for p in parts])
+    return tokens, mask, pos
 
 
-def intervened_logits(model, align, tokens, pos, h_t, h_s, swap, site, source=None):
-    """Logits of ``model`` on ``tokens`` with the interchange done at ``(site, pos)``: (B, L, V)."""
-    h = align.interchange(h_t, h_s, swap, source=source)
-    return model.run_with_state(tokens, site, pos, h, prefix=False)
+def run_das_batch(
+    model: SequenceModel,
+    task: Task,
+    configs: Sequence[DASConfig],
+    pairs: dict[str, CounterfactualPairs] | None = None,
+    progress: bool = True,
+    train_alignment: bool = True,
+    store=None,
+) -> list[DASResult]:
+    """Search one alignment per config on the frozen ``model``, all in one batched pass.
 
-
-def after_swap(tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """(B, L) bool: positions t >= pos whose next token is not padding (what the loss scores)."""
-    L = tokens.shape[1]
-    t = torch.arange(L, device=tokens.device)[None, :]
-    nxt = torch.nn.functional.pad(tokens[:, 1:], (0, 1))
-    return (t >= pos[:, None]) & (nxt != 0)
-
-
-def scored_logits(model, align, tokens, graded, pos, h_t, h_s, swap, site, source=None):
-    """Logits, targets and graded flags at the positions after the swap: (n, V), (n,), (n,), plus row ids (n,)."""
-    h = align.interchange(h_t, h_s, swap, source=source)
-    sel = after_swap(tokens, pos)
-    logits = model.run_with_state(tokens, site, pos, h, select=sel)
-    nxt = torch.nn.functional.pad(tokens[:, 1:], (0, 1))
-    nxt_graded = torch.nn.functional.pad(graded[:, 1:], (0, 1))
-    rows = sel.nonzero(as_tuple=True)[0]
-    return logits, nxt[sel], nxt_graded[sel], rows
-
-
-def das_loss(logits, targets, graded, loss_on="all"):
-    """Cross-entropy on the tokens after the swap: every non-pad one, or the graded ones only."""
-    if loss_on == "graded":
-        logits, targets = logits[graded], targets[graded]
-    return F.cross_entropy(logits, targets)
-
-
-def _batch(data: CounterfactualPairs, H_t, H_s, idx, dev):
-    tokens = data.tokens[idx]
-    L = _trim(tokens)
-    return (tokens[:, :L].to(dev), data.task_mask[idx][:, :L].to(dev), data.pos[idx].to(dev),
-            H_t[idx].to(dev), H_s[idx].to(dev), data.swap[idx].to(dev))
-
-
-@torch.no_grad()
-def evaluate_alignment(
-    model: SequenceModel, align: AlignmentFunction, data: CounterfactualPairs, site: str | None = None,
-    H_t=None, H_s=None, batch: int = 1000, free_running: bool = True, source_model: SequenceModel | None = None,
-    source_align: AlignmentFunction | None = None,
-) -> dict:
-    """IIA of ``align`` on ``model`` over the pairs ``data``.
-
-    Trial IIA: fraction of pairs whose every graded token is predicted as the program says
-    (teacher-forced, which equals free running for this measure). Token IIA: fraction of
-    graded tokens right when the network is fed its own outputs (free running).
-    Returns metrics plus ``correct`` (N,) bool and ``loss``.
+    Members may differ in anything but the network; members with the same pair settings
+    share their pairs and states. ``pairs``: given train/val/test(/test_heldout) pairs used
+    by every member instead of making them. ``train_alignment=False`` evaluates the
+    alignments as initialised. ``store``: a ``ResultsStore`` (or True for the default one):
+    searches found there are loaded, the others are run and saved.
     """
-    site = model.check_site(site)
-    src_model = model if source_model is None else source_model
-    H_t = site_states(model, data.tokens, data.pos, site) if H_t is None else H_t
-    H_s = site_states(src_model, data.src_tokens, data.src_pos, site if source_model is None else None) if H_s is None else H_s
-    was = align.training
-    align.eval()
+    cfgs = [c if isinstance(c, DASConfig) else DASConfig(**c) for c in configs]
+    check_task(model, task)
+    site_of = [model.check_site(c.site) for c in cfgs]
+    widths = [model.state_size(s) for s in site_of]
+    for c, d, s in zip(cfgs, widths, site_of):
+        make_program(c.program, task)
+        variable_blocks(make_program(c.program, task), c.variable)  # a variable the program has
+        check_fits(c, d, s)
+    if pairs is not None:
+        missing = {"train", "val", "test"} - set(pairs)
+        if missing:
+            raise ValueError(f"pairs must hold the splits train, val and test; missing: {', '.join(sorted(missing))}")
+    from .store import resolve_store
+    store = resolve_store(store)
+    results: list[DASResult | None] = [None] * len(cfgs)
+    keys = [None] * len(cfgs)
+    if store is not None and pairs is None:
+        for i, c in enumerate(cfgs):
+            keys[i] = store.key(model, task, c, trained=train_alignment)
+            results[i] = store.get(keys[i])
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results
+    t_start = time.perf_counter()
+    states = _states_for(model, task, [cfgs[i] for i in todo], [site_of[i] for i in todo], pairs)
     dev = model.device
-    correct, tok_ok, tok_n, loss_sum = [], 0, 0, 0.0
-    with frozen(model):
-        for i in range(0, len(data), batch):
-            idx = torch.arange(i, min(i + batch, len(data)))
-            tokens, graded, pos, ht, hs, swap = _batch(data, H_t, H_s, idx, dev)
-            logits, tgt, gr, rows = scored_logits(model, align, tokens, graded, pos, ht, hs, swap, site, source_align)
-            loss_sum += float(das_loss(logits, tgt, gr)) * len(idx)
-            wrong = (logits.argmax(-1) != tgt) & gr
-            ok = torch.bincount(rows[wrong], minlength=len(idx)) == 0
-            correct.append(ok.cpu())
-            g = graded[:, 1:]
-            if free_running:
-                fn = lambda inp: intervened_logits(model, align, inp, pos, ht, hs, swap, site, source_align)
-                full, _ = free_run(model, tokens, graded, logits_fn=fn)
-                right = (full[:, :-1].argmax(-1) == tokens[:, 1:]) & g
-                tok_ok += int(right.sum())
-            else:
-                tok_ok += int((~wrong & gr).sum())
-            tok_n += int(g.sum())
-    align.train(was)
-    correct = torch.cat(correct)
-    return {"iia_trial": float(correct.float().mean()), "iia_token": tok_ok / max(tok_n, 1),
-            "loss": loss_sum / len(data), "correct": correct}
+    members = [_Member(cfgs[i], new_alignment(cfgs[i], widths[i]).to(dev), st) for i, st in zip(todo, states)]
+    trainable = [m for m in members if train_alignment and (m.cfg.n_units > 0 or m.cfg.alignment == "boundless")]
+    for m in members:
+        if m not in trainable:
+            m.stopped = "not trained (initial alignment)" if not train_alignment else "nothing to train (n_units=0)"
+    if trainable:
+        _search(model, trainable, site_of[todo[0]] if len(set(site_of)) == 1 else None, [site_of[i] for i in todo],
+                members, progress, t_start)
+    out = []
+    for m in members:
+        if m.best_state is not None:
+            m.align.load_state_dict(m.best_state)
+        m.align.eval()
+        out.append(_finish(model, m, site_of[todo[members.index(m)]], t_start))
+    for i, r in zip(todo, out):
+        results[i] = r
+        if store is not None and keys[i] is not None:
+            store.put(keys[i], r)
+    return results
+
+
+def _search(model, active_members, shared_site, member_sites, all_members, progress, t_start):
+    """The training loop over the members still searching."""
+    site_by_member = {id(m): member_sites[all_members.index(m)] for m in active_members}
+    groups = [{"params": g["params"], "lr": g["lr"]} for m in active_members for g in m.align.param_groups(m.cfg.lr)]
+    opt = torch.optim.Adam(groups)
+    dev = model.device
+    max_steps = max(m.cfg.max_steps for m in active_members)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        c = active_members[0].cfg
+        desc = f"DAS {c.alignment} {c.variable}" if len(active_members) == 1 else f"DAS x{len(active_members)}"
+        bar = tqdm(total=max_steps, desc=desc, unit="step")
+    active = list(active_members)
+    step = 0
+    try:
+        with frozen(model):
+            while active and step < max_steps:
+                for m in active:
+                    m.align.train()
+                    m.align.on_step(step)
+                # members searched at different sites run as separate passes
+                loss = 0.0
+                losses = {}
+                by_site: dict = {}
+                for m in active:
+                    by_site.setdefault(site_by_member[id(m)], []).append(m)
+                for site, ms in by_site.items():
+                    parts = [m.states["train"].batch(m.next_indices(), dev) for m in ms]
+                    tokens, mask, pos = _concat_batch(parts)
+                    h = torch.cat([m.align.interchange(p[3], p[4], p[5]) for m, p in zip(ms, parts)])
+                    sel = after_swap(tokens, pos)
+                    logits = model.run_with_state(tokens, site, pos, h, select=sel)
+                    nxt = F.pad(tokens[:, 1:], (0, 1))[sel]
+                    on_mask = F.pad(mask[:, 1:], (0, 1))[sel]
+                    counts = sel.sum(1)
+                    start = 0
+                    row0 = 0
+                    for m, p in zip(ms, parts):
+                        b = p[0].shape[0]
+                        n = int(counts[row0:row0 + b].sum())
+                        l_m = das_loss(logits[start:start + n], nxt[start:start + n], on_mask[start:start + n], m.cfg.loss_on)
+                        losses[id(m)] = float(l_m)
+                        loss = loss + l_m + m.align.penalty()
+                        start, row0 = start + n, row0 + b
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                for m in list(active):
+                    m.steps = step
+                    if step % m.cfg.eval_every == 0 or step >= m.cfg.max_steps:
+                        ev = evaluate_alignment(model, m.align, m.states["val"], site_by_member[id(m)], free_running=False)
+                        m.align.train()
+                        rec = {"step": step, "seconds": round(time.perf_counter() - t_start, 3), "train_loss": losses[id(m)],
+                               "val_loss": ev["loss"], "val_iia": ev["iia"], "val_iia_changed": ev["iia_changed"], **m.align.progress()}
+                        m.record(rec)
+                        if m.stopped is None and step >= m.cfg.max_steps:
+                            m.stopped = f"max_steps={m.cfg.max_steps} reached"
+                        if m.stopped is not None:
+                            m.seconds = time.perf_counter() - t_start
+                            active.remove(m)
+                            for p in m.align.parameters():
+                                p.grad = None
+                        if bar is not None and len(all_members) == 1:
+                            bar.set_postfix(iia=f"{ev['iia']:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _finish(model, m: _Member, site, t_start) -> DASResult:
+    """Measure the chosen alignment on the test split(s) and assemble the result."""
+    cfg, align = m.cfg, m.align
+    metrics = {}
+    if m.history:
+        metrics.update({"iia_val": m.history[-1]["val_iia"] if m.best_state is None else None})
+    ev_val = evaluate_alignment(model, align, m.states["val"], site, free_running=False)
+    metrics.update({"iia_val": ev_val["iia"], "iia_changed_val": ev_val["iia_changed"]})
+    ev = evaluate_alignment(model, align, m.states["test"], site, free_running=True)
+    metrics.update(split_metrics(ev, "test"))
+    if "test_heldout" in m.states:
+        metrics.update(split_metrics(evaluate_alignment(model, align, m.states["test_heldout"], site, free_running=False), "test_heldout"))
+    first_95 = next((r for r in m.history if r["val_iia"] >= 0.95), None)
+    progress = align.progress()
+    metrics.update({
+        "steps": m.steps, "best_step": m.best_step if m.history else 0,
+        "seconds": round(m.seconds or (time.perf_counter() - t_start), 3),
+        "stopped_because": m.stopped, "seconds_to_iia_0.95": first_95["seconds"] if first_95 else None,
+        "n_units": progress.get("n_units", cfg.n_units), "learned_n_units": progress.get("n_units"),
+        "boundary": progress.get("boundary"),
+        "changed_fraction_test": float(m.states["test"].pairs.changed.float().mean()),
+    })
+    return DASResult(align, cfg, metrics, m.history, pair_rows(m.states["test"].pairs, ev["correct"]))
 
 
 def run_das(
     model: SequenceModel,
     task: Task,
     cfg: DASConfig | None = None,
-    train_data: CounterfactualPairs | None = None,
-    val_data: CounterfactualPairs | None = None,
+    pairs: dict[str, CounterfactualPairs] | None = None,
     progress: bool = True,
     train_alignment: bool = True,
+    store=None,
     **overrides,
 ) -> DASResult:
     """Search for an alignment of ``cfg.variable`` of ``cfg.program`` in the frozen ``model``.
 
-    Pairs are made from ``task`` (seeded by ``cfg.seed``) unless given. With
-    ``train_alignment=False`` the alignment is evaluated as initialised (the
-    random-rotation control).
+    Keywords override fields of ``cfg``. Pairs are made from ``task`` (each split seeded
+    from ``cfg.seed``) unless ``pairs`` gives them. ``train_alignment=False`` evaluates the
+    alignment as initialised. ``store``: reuse and save results (see ``run_das_batch``).
     """
     cfg = DASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
-    site = model.check_site(cfg.site)
-    d = model.state_size(site)
-    prog = make_program(cfg.program, task)
-    n_blocks = len(variable_blocks(prog, cfg.variable))
-    if cfg.n_units * n_blocks > d:
-        raise ValueError(f"n_units={cfg.n_units} x {n_blocks} block(s) = {cfg.n_units * n_blocks} dims is wider than the state at site {site!r} ({d} dims)")
-    if train_data is None:
-        train_data = make_pairs(task, prog, cfg.variable, cfg.n_train, cfg.counts, seed=cfg.seed)
-    if val_data is None:
-        val_data = make_pairs(task, prog, cfg.variable, cfg.n_val, cfg.counts, seed=cfg.seed + 7919)
-    align = make_alignment(cfg.alignment, d, [cfg.n_units] * n_blocks if cfg.alignment != "boundless" else None, seed=cfg.seed)
-    dev = model.device
-    align.to(dev)
-    t_start = time.perf_counter()
-    with frozen(model):
-        H_t = site_states(model, train_data.tokens, train_data.pos, site)
-        H_s = site_states(model, train_data.src_tokens, train_data.src_pos, site)
-        V_t = site_states(model, val_data.tokens, val_data.pos, site)
-        V_s = site_states(model, val_data.src_tokens, val_data.src_pos, site)
-    history: list[dict] = []
-    step, stopped = 0, "not trained (initial alignment)"
-    if train_alignment and cfg.n_units > 0:
-        opt = torch.optim.Adam(align.param_groups(cfg.lr))
-        g = torch.Generator().manual_seed(cfg.seed + 1)
-        best, since_best = math.inf, 0
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=cfg.max_steps, desc=f"DAS {cfg.alignment} {cfg.variable}", unit="step")
-        perm, cursor = torch.randperm(len(train_data), generator=g), 0
-        stopped = f"max_steps={cfg.max_steps} reached"
-        try:
-            with frozen(model):
-                while step < cfg.max_steps:
-                    if cursor + cfg.batch_size > len(train_data):
-                        perm, cursor = torch.randperm(len(train_data), generator=g), 0
-                    idx = perm[cursor:cursor + cfg.batch_size]
-                    cursor += cfg.batch_size
-                    if cfg.alignment == "boundless":
-                        align.set_temperature(max(0.05, 0.05 ** min(step / cfg.anneal_steps, 1.0)))
-                    align.train()
-                    tokens, graded, pos, ht, hs, swap = _batch(train_data, H_t, H_s, idx, dev)
-                    logits, tgt, gr, _ = scored_logits(model, align, tokens, graded, pos, ht, hs, swap, site)
-                    loss = das_loss(logits, tgt, gr, cfg.loss_on) + align.penalty()
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    if bar is not None:
-                        bar.update(1)
-                    if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                        ev = evaluate_alignment(model, align, val_data, site, V_t, V_s, free_running=False)
-                        rec = {"step": step, "seconds": round(time.perf_counter() - t_start, 3), "train_loss": loss.item(),
-                               "val_loss": ev["loss"], "val_iia": ev["iia_trial"]}
-                        if cfg.alignment == "boundless":
-                            rec["n_units"] = align.n_units
-                        history.append(rec)
-                        if bar is not None:
-                            bar.set_postfix(iia=f"{ev['iia_trial']:.3f}")
-                        if ev["iia_trial"] >= cfg.target_iia:
-                            stopped = f"validation trial IIA >= {cfg.target_iia}"
-                            break
-                        if ev["loss"] < best - 1e-4:
-                            best, since_best = ev["loss"], 0
-                        else:
-                            since_best += 1
-                            if since_best >= cfg.patience and (cfg.alignment != "boundless" or step >= cfg.anneal_steps):
-                                stopped = f"validation loss plateaued for {cfg.patience} evaluations"
-                                break
-        finally:
-            if bar is not None:
-                bar.close()
-    seconds = time.perf_counter() - t_start
-    ev = evaluate_alignment(model, align, val_data, site, V_t, V_s, free_running=True)
-    first_95 = next((r for r in history if r["val_iia"] >= 0.95), None)
-    metrics = {
-        "iia_trial": ev["iia_trial"], "iia_token": ev["iia_token"], "val_loss": ev["loss"],
-        "steps": step, "seconds": round(seconds, 3), "stopped_because": stopped,
-        "seconds_to_iia_0.95": first_95["seconds"] if first_95 else None,
-        "n_units": align.n_units if cfg.alignment == "boundless" else cfg.n_units,
-        "learned_n_units": align.n_units if cfg.alignment == "boundless" else None,
-        "changed_fraction": float(val_data.changed.float().mean()),
-    }
-    rows = {k: getattr(val_data, k).numpy() for k in ("target_count", "source_count", "target_value", "source_value", "target_phase", "source_phase", "changed")}
-    rows["correct"] = ev["correct"].numpy()
-    rows["swap"] = val_data.swap.numpy()
-    return DASResult(align, cfg, metrics, history, rows)
+    return run_das_batch(model, task, [cfg], pairs, progress, train_alignment, store)[0]
 
 
-@torch.no_grad()
-def network_rollout(model: SequenceModel, align: AlignmentFunction, data: CounterfactualPairs, site: str | None = None,
-                    extra: int = 12, source_model: SequenceModel | None = None, source_align: AlignmentFunction | None = None) -> torch.Tensor:
-    """What the intervened network itself produces: the counterfactual's ungraded tokens are given
-    (demo tokens and ``T`` come from the environment), every graded token is the network's own,
-    and it may run ``extra`` tokens past the program's ``E``. Returns (N, L + extra), cut at its ``E``.
+def subspace_sweep(model: SequenceModel, task: Task, cfg: DASConfig, sizes: Sequence[int], progress: bool = True,
+                   store=None, **overrides) -> dict[int, DASResult]:
+    """Search every subspace size in ``sizes`` at the same budget, in one batched pass.
+
+    Every size runs ``max_steps`` steps (no early stop on validation IIA), so the curve
+    shows what size buys, not how fast each size converges.
     """
-    site = model.check_site(site)
-    src = model if source_model is None else source_model
-    ht = site_states(model, data.tokens, data.pos, site).to(model.device)
-    hs = site_states(src, data.src_tokens, data.src_pos, site if source_model is None else None).to(model.device)
-    tokens, pos, swap = data.tokens.to(model.device), data.pos.to(model.device), data.swap.to(model.device)
-    was = align.training
-    align.eval()
-    with frozen(model):
-        fn = lambda inp: intervened_logits(model, align, inp, pos, ht, hs, swap, site, source_align)
-        out = greedy_rollout(model, tokens, data.task_mask.to(model.device), extra=extra, logits_fn=fn)
-    align.train(was)
-    return out.cpu()
-
-
-def iia_table(rows: dict, by: str = "source_value", against: str = "target_count", max_value: int | None = None):
-    """IIA broken down by two per-pair quantities: returns (values_by, values_against, matrix).
-
-    The matrix holds the trial IIA of the pairs in each cell (NaN where no pair falls).
-    """
-    a, b, ok = rows[by], rows[against], rows["correct"].astype(float)
-    va, vb = np.unique(a), np.unique(b)
-    if max_value is not None:
-        va, vb = va[va <= max_value], vb[vb <= max_value]
-    M = np.full((len(va), len(vb)), np.nan)
-    for i, x in enumerate(va):
-        for j, y in enumerate(vb):
-            sel = (a == x) & (b == y)
-            if sel.any():
-                M[i, j] = ok[sel].mean()
-    return va, vb, M
-
-
-def das_controls(model: SequenceModel, task: Task, cfg: DASConfig | None = None, untrained_model: SequenceModel | None = None,
-                 train_data=None, val_data=None, progress: bool = False, **overrides) -> dict:
-    """The controls a careful reader expects, each as a trial IIA on the same validation pairs.
-
-    no_swap: the network left alone (how often the counterfactual equals what it would do anyway);
-    random_rotation: the alignment as initialised, untrained; shuffled: trained on labels whose
-    sources were shuffled; untrained: the same search on an untrained network of the same kind.
-    """
-    cfg = DASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
-    prog = make_program(cfg.program, task)
-    train_data = make_pairs(task, prog, cfg.variable, cfg.n_train, cfg.counts, seed=cfg.seed) if train_data is None else train_data
-    val_data = make_pairs(task, prog, cfg.variable, cfg.n_val, cfg.counts, seed=cfg.seed + 7919) if val_data is None else val_data
-    out = {}
-    site = model.check_site(cfg.site)
-    nb = train_data.swap.shape[1]
-    none = make_alignment("orthogonal", model.state_size(site), [cfg.n_units] * nb)
-    none_ev = evaluate_alignment(model, none.to(model.device), val_data, site, batch=1000, free_running=False,
-                                 H_s=site_states(model, val_data.tokens, val_data.pos, site))  # source = target: a no-op swap
-    out["control_no_swap_iia"] = none_ev["iia_trial"]
-    r = run_das(model, task, cfg, train_data, val_data, progress=False, train_alignment=False)
-    out["control_random_rotation_iia"] = r.metrics["iia_trial"]
-    r = run_das(model, task, cfg, train_data.shuffled_sources(torch.Generator().manual_seed(cfg.seed + 3)), val_data, progress=progress)
-    out["control_shuffled_iia"] = r.metrics["iia_trial"]
-    if untrained_model is not None:
-        r = run_das(untrained_model, task, cfg, train_data, val_data, progress=progress)
-        out["control_untrained_iia"] = r.metrics["iia_trial"]
-    return out
+    base = replace(cfg, **overrides) if overrides else cfg
+    d = state_width(model, base.site)
+    sizes = [int(k) for k in sizes if int(k) * base.n_blocks() <= d]
+    cfgs = [replace(base, alignment="orthogonal" if base.alignment == "boundless" else base.alignment,
+                    n_units=k, target_iia=2.0, patience=0) for k in sizes]
+    return dict(zip(sizes, run_das_batch(model, task, cfgs, progress=progress, store=store)))
 
 
 def save_alignment(path: str | Path, result: DASResult) -> None:
     """Save an alignment and the config that found it (loadable with weights_only)."""
     a = result.alignment
     atomic_torch_save({"format": ALIGNMENT_FORMAT, "describe": json.dumps(a.describe()), "config": json.dumps(asdict(result.config)),
-                       "metrics": json.dumps({k: v for k, v in result.metrics.items()}), "state_dict": a.state_dict()}, path)
+                       "metrics": json.dumps(result.metrics), "history": json.dumps(result.history),
+                       "state_dict": a.state_dict()}, path)
 
 
 def load_alignment(path: str | Path) -> tuple[AlignmentFunction, DASConfig, dict]:
     """Load an alignment saved by ``save_alignment``: (alignment in eval mode, config, metrics)."""
     st = torch.load(path, weights_only=True, map_location="cpu")
     if st.get("format") != ALIGNMENT_FORMAT:
-        raise ValueError(f"{path} is not a symlib alignment (format {st.get('format')!r})")
-    desc = json.loads(st["describe"])
-    kind = desc["kind"]
-    a = make_alignment(kind, desc["d"], None if kind == "boundless" else desc["block_sizes"])
+        raise ValueError(f"{path} is not a symlib alignment of this version (format {st.get('format')!r}, expected {ALIGNMENT_FORMAT!r})")
+    a = alignment_from_description(json.loads(st["describe"]))
     a.load_state_dict(st["state_dict"])
     return a.eval(), DASConfig(**json.loads(st["config"])), json.loads(st["metrics"])

@@ -33,7 +33,7 @@ ARCH_NAMES: tuple[str, ...] = ("gru", "lstm", "transformer", "transformer_nope")
 
 @dataclass
 class ModelConfig:
-    """Size and kind of a network (SPEC section 4).
+    """Size and kind of a network (README, "The science in brief": the networks).
 
     d_model: width of the intervened state (GRU hidden; LSTM [h; c], so hidden = d_model/2;
     Transformer residual stream).
@@ -105,6 +105,8 @@ class SequenceModel(nn.Module):
     config: ModelConfig
     sites: tuple[str, ...] = ()
     default_site: str = ""
+    # the task the network was trained on, set by ``train`` and ``load_checkpoint``; None: unknown
+    task_name: str | None = None
 
     def state_size(self, site: str | None = None) -> int:
         raise NotImplementedError
@@ -541,6 +543,21 @@ class TransformerModel(SequenceModel):
             x = x + blk.drop(blk.proj(y))
             x = x + blk.drop(blk.ff(blk.ln2(x)))
         return out
+
+
+def check_task(model: nn.Module, task) -> None:
+    """Raise a ValueError when ``model`` is known not to belong to ``task`` (a ``Task``): it was
+    trained on another task (``model.task_name``), or its vocabulary has another size. Models
+    that carry neither (a wrapped user model, a network built by hand) pass unchecked."""
+    trained_on = getattr(model, "task_name", None)
+    if trained_on is not None and trained_on != task.name:
+        raise ValueError(f"this network was trained on {trained_on}; the pairs are for {task.name}. "
+                         f"Use a network trained on {task.name}, or pairs of {trained_on}")
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and vocab != task.vocab_size:
+        raise ValueError(f"this network reads {vocab} token ids, but task {task.name} has {task.vocab_size} "
+                         f"({', '.join(task.vocab)}); it was not made for this task")
 
 
 def make_model(arch: str = "gru", vocab_size: int = 9, d_model: int = 128, **kw) -> SequenceModel:

@@ -6,6 +6,10 @@ is consumed; the program then emits its prediction for token i+1 and rolls on.
 
 A program's state is a dict of (batch,) long tensors. ``n`` is the trial's demo count
 (what the demo phase is generated up to); it is never swapped.
+
+Right after the variables are overwritten, ``counterfactual`` calls the program's
+``after_intervention``: for Mod-4 it reduces the count mod 4 again when the program is
+left in the response phase (the original study's Up-Down does so; see each program).
 """
 from __future__ import annotations
 
@@ -57,6 +61,23 @@ class Program:
         value = torch.as_tensor(value, dtype=torch.long)
         s[var] = value if rows is None else torch.where(rows, value, s[var])
         return s
+
+    def after_intervention(self, s: State) -> State:
+        """Return the state once an intervention's writes are done: (batch,) fields.
+
+        The base program changes nothing; Mod-4 programs reduce their count again here.
+        """
+        return s
+
+    def _reduce_in_response(self, value: torch.Tensor, in_response: torch.Tensor) -> torch.Tensor:
+        """Reduce ``value`` mod 4 on the rows ``in_response`` when the task is Mod-4: (batch,).
+
+        Only Mod-4 reduces after an intervention: the original's Round-3 program applies
+        its rounding at ``T`` only, so a count written later is taken as it is.
+        """
+        if self.task.transform != "mod4":
+            return value
+        return torch.where(in_response, value % 4, value)
 
     # -- shared machinery ---------------------------------------------------------
     def _check_var(self, var: str) -> None:
@@ -122,7 +143,11 @@ class UpDown(Program):
     """Count up over the demos, flip phase at ``T``, count down over the responses; ``E`` at zero.
 
     For the Mod-4 and Round-3 variants the task's transform is applied to the count at
-    ``T`` [ours], so the response phase counts down the transformed number.
+    ``T``, so the response phase counts down the transformed number. For Mod-4 the count
+    is also reduced mod 4 whenever an intervention leaves the program in the response
+    phase (``after_intervention``), as the original study's program does: writing 5 after
+    the first response of ``B D D T R`` gives one more response (5 mod 4 = 1). Round-3 has
+    no such step.
     """
 
     name = "up_down"
@@ -142,6 +167,11 @@ class UpDown(Program):
         ph = _keep(is_t, torch.full_like(ph, RESPONSE), ph)
         return {"count": c, "phase": ph, "n": s["n"]}
 
+    def after_intervention(self, s):
+        s = dict(s)
+        s["count"] = self._reduce_in_response(s["count"], s["phase"] == RESPONSE)
+        return s
+
     def _decide(self, s):
         demo_code = torch.where(s["count"] >= s["n"], 1, 0)
         resp_code = torch.where(s["count"] > 0, 2, 3)
@@ -149,7 +179,12 @@ class UpDown(Program):
 
 
 class UpUp(Program):
-    """Count the demos up, then count the responses up; ``E`` once they are equal."""
+    """Count the demos up, then count the responses up; ``E`` once they are equal.
+
+    The task's transform is applied to ``demo_count`` at ``T``. For Mod-4, ``demo_count``
+    is also reduced mod 4 whenever an intervention leaves the program in the response
+    phase [ours, by analogy with the original's Up-Down]; ``resp_count`` is never reduced.
+    """
 
     name = "up_up"
     variables = ("demo_count", "resp_count", "phase")
@@ -168,6 +203,11 @@ class UpUp(Program):
         ph = _keep(is_t, torch.full_like(ph, RESPONSE), ph)
         return {"demo_count": d, "resp_count": r, "phase": ph, "n": s["n"]}
 
+    def after_intervention(self, s):
+        s = dict(s)
+        s["demo_count"] = self._reduce_in_response(s["demo_count"], s["phase"] == RESPONSE)
+        return s
+
     def _decide(self, s):
         demo_code = torch.where(s["demo_count"] >= s["n"], 1, 0)
         resp_code = torch.where(s["resp_count"] < s["demo_count"], 2, 3)
@@ -177,9 +217,16 @@ class UpUp(Program):
 class CtxDistr(Program):
     """Keep nothing between steps: recompute (demos seen - responses seen) from the tokens.
 
+    The quantity is demos - responses in the demo phase (a response word emitted there,
+    e.g. after a phase intervention, counts as a response; in SameObject the response
+    word is the demo word, so there it counts as a demo) and
+    ``response_count(demos) - responses`` once ``T`` is seen.
+
     An intervention sets an *override* that only the very next decision sees [ours];
     later decisions are recomputed from the token history, including the tokens the
-    changed decision produced.
+    changed decision produced. For Mod-4 a count override is reduced mod 4 when the
+    (possibly overridden) phase is the response phase [ours, by analogy with the
+    original's Up-Down]; the recomputed count is never reduced again.
     """
 
     name = "ctx_distr"
@@ -203,7 +250,9 @@ class CtxDistr(Program):
         return {"demos": dm, "resps": rs, "phase": ph, "n": s["n"], "count_override": none, "phase_override": none.clone()}
 
     def _recomputed_count(self, s):
-        return torch.where(s["phase"] == RESPONSE, self.task.response_count(s["demos"]) - s["resps"], s["demos"])
+        # the transform applies only once T is seen; before, the quantity is plain demos - responses
+        demos = torch.where(s["phase"] == RESPONSE, self.task.response_count(s["demos"]), s["demos"])
+        return demos - s["resps"]
 
     def read(self, s, var):
         self._check_var(var)
@@ -217,6 +266,13 @@ class CtxDistr(Program):
         value = torch.as_tensor(value, dtype=torch.long)
         key = f"{var}_override"
         s[key] = value if rows is None else torch.where(rows, value, s[key])
+        return s
+
+    def after_intervention(self, s):
+        s = dict(s)
+        o = s["count_override"]
+        # only a written count (override >= 0) is reduced; -1 means "none"
+        s["count_override"] = self._reduce_in_response(o, (o >= 0) & (self.read(s, "phase") == RESPONSE))
         return s
 
     def _decide(self, s):
@@ -254,7 +310,8 @@ def counterfactual(
 
     target: trials (batch, length); pos: (batch,) intervention positions.
     values: variable -> (batch,) values to write; rows: variable -> (batch,) bool, which
-    rows write that variable (all when omitted).
+    rows write that variable (all when omitted). Once written, the program's
+    ``after_intervention`` runs (Mod-4: the count is reduced in the response phase).
     Returns (tokens, task_mask): the counterfactual sequences ``target[:pos+1] + rollout``
     (batch, length') and their task mask, True on the predictable tokens after ``pos``.
     """
@@ -262,6 +319,7 @@ def counterfactual(
     s = state_at(trace, pos)
     for var, v in values.items():
         s = program.write(s, var, v, None if rows is None else rows.get(var))
+    s = program.after_intervention(s)
     largest = max([int(target.counts.max())] + [int(v.max()) for v in values.values()])
     max_steps = 2 * largest + 10
     roll, roll_mask = program.rollout(s, max_steps, generator)

@@ -45,7 +45,7 @@ def is_checkpoint_step(step: int) -> bool:
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (SPEC section 4 defaults)."""
+    """Everything that defines a training run (the original recipe's defaults; README, "The science in brief")."""
 
     task: str = "multiobject"
     arch: str = "gru"
@@ -219,7 +219,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> bool:
                 f"{run_dir} holds a run with a different config ({', '.join(sorted(differ))} differ); "
                 "choose another run_dir or pass overwrite=True")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_path, asdict(cfg))
+    atomic_write_json(cfg_path, asdict(cfg), digits=None)  # exact: a resumed run is compared with it
     return (run_dir / "latest.pt").exists()
 
 
@@ -245,6 +245,7 @@ def train(
     g = seed_everything(cfg.seed)
     task = cfg.make_task()
     model = build_model(cfg.model_config()).to(dev)
+    model.task_name = cfg.task
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     train_set = task.sample(cfg.n_train_trials, COUNT_SETS["train"], g)
     evals = eval_sets(task, cfg.n_eval_trials, cfg.seed)
@@ -374,6 +375,7 @@ def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[SequenceMod
     cfg = TrainConfig.from_dict(json.loads(st["config"]))
     model = build_model(ModelConfig(**json.loads(st["model_config"])))
     model.load_state_dict(st["state_dict"])
+    model.task_name = cfg.task
     return model.to(resolve_device(device)).eval(), cfg, int(st["step"])
 
 
@@ -384,7 +386,7 @@ def checkpoint_steps(run_dir: str | Path) -> list[int]:
 
 def load_run(run_dir: str | Path, step: int | str | None = None, device: str = "auto") -> RunResult:
     """Load a saved run: the model at ``step`` (default: the last; ``"best"``: the best evaluation),
-    its config and history."""
+    its config and history (exact, from ``latest.pt``; ``metrics.json`` holds it rounded for reading)."""
     run_dir = Path(run_dir)
     if not (run_dir / "latest.pt").exists():
         raise FileNotFoundError(f"{run_dir} holds no finished or interrupted run (no latest.pt)")
@@ -397,7 +399,7 @@ def load_run(run_dir: str | Path, step: int | str | None = None, device: str = "
         if step not in steps:
             raise ValueError(f"no checkpoint at step {step} in {run_dir}; saved steps: {steps}")
         model, cfg, _ = load_checkpoint(run_dir / "ckpt" / f"step_{step:06d}.pt", device)
-    history = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else []
+    history = json.loads(torch.load(run_dir / "latest.pt", weights_only=True, map_location="cpu")["history"])
     return RunResult(model, cfg, run_dir, history, _summarise(history, cfg))
 
 
@@ -409,21 +411,47 @@ def _finished(path: Path) -> bool:
     return bool(hist) and bool(hist[-1].get("stopped_because"))
 
 
-def load_or_train(task: str = "multiobject", arch: str = "gru", seed: int = 0, run_dir: str | Path = "",
+def run_config(run_dir: str | Path) -> TrainConfig:
+    """The ``TrainConfig`` of a run saved by ``train`` (its ``config.json``), e.g. to check what a
+    ``RUN_DIR`` holds before doing any work with it."""
+    path = Path(run_dir)
+    if not str(run_dir) or not (path / "config.json").exists():
+        why = "does not exist" if not path.exists() else "holds no saved run (no config.json)"
+        raise FileNotFoundError(f"run_dir={str(run_dir)!r} {why}; give a folder written by train() "
+                                "(notebook 02, under data/runs/) or leave it empty to train one")
+    return TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+
+
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
+def load_or_train(task: str | None = None, arch: str | None = None, seed: int = 0, run_dir: str | Path = "",
                   device: str = "auto", progress: bool = True, **train_kw) -> RunResult:
     """Load the best checkpoint of a saved run, training (or finishing) it first if needed.
 
-    run_dir: a run saved by ``train`` (notebook 02), resumed with its own config if unfinished;
-    empty: ``data/runs/<task>-<arch>-d<width>-s<seed>``, trained with ``TrainConfig(task, arch,
-    seed, **train_kw)`` when missing.
+    run_dir: a run saved by ``train`` (notebook 02). Its own config decides the task,
+    architecture and everything else (it is resumed with that config if unfinished, and
+    ``seed`` and ``train_kw`` are not used); ``task`` or ``arch``, when given, must match it,
+    else a ValueError says what the run holds.
+    Empty: ``data/runs/<task>-<arch>-d<width>-s<seed>``, trained with ``TrainConfig(task, arch,
+    seed, **train_kw)`` when missing; ``task`` None means multiobject, ``arch`` None gru.
     """
+    if task is not None:
+        check_choice("task", task, TASK_NAMES)
+    if arch is not None:
+        check_choice("architecture", arch, ARCH_NAMES)
     if run_dir:
         path = Path(run_dir)
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"run_dir={str(run_dir)!r} holds no saved run (no config.json); leave it empty to train one")
-        cfg = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+        cfg = run_config(path)
+        wrong = [f"{k.upper()}={v!r}" for k, v, have in (("task", task, cfg.task), ("arch", arch, cfg.arch))
+                 if v is not None and v != have]
+        if wrong:
+            raise ValueError(
+                f"RUN_DIR ({path}) holds {_a(cfg.arch)} trained on {cfg.task}, but {' and '.join(wrong)} was asked for; "
+                f"set TASK/ARCH to match (task={cfg.task!r}, arch={cfg.arch!r}) or leave RUN_DIR empty")
     else:
-        cfg = TrainConfig(task=task, arch=arch, seed=seed, **train_kw)
+        cfg = TrainConfig(task=task or "multiobject", arch=arch or "gru", seed=seed, **train_kw)
         path = runs_dir() / cfg.run_name()
     if not _finished(path):
         train(cfg, run_dir=path, device=device, progress=progress)

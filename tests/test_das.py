@@ -1,4 +1,4 @@
-"""Distributed Alignment Search: no-op and full swaps, a hand-built counter, controls, your-own-model wrapper, saving, tables."""
+"""Distributed Alignment Search: no-op and full swaps, a hand-built counter, splits, controls, batching, the store, your-own-model wrapper, saving, tables."""
 import copy
 
 import numpy as np
@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib.das import DASConfig, DASResult, after_swap, evaluate_alignment, scored_logits, site_states
+from symlib.das import DASConfig, DASResult
+from symlib.iia import after_swap, evaluate_alignment, scored_logits, site_states
 from symlib.programs import intervention_positions
 
 from helpers import MULTI, gen, small_model, wrap
@@ -21,6 +22,11 @@ def gru():
 @pytest.fixture(scope="module")
 def pairs():
     return symlib.make_pairs(MULTI, "up_down", "count", n=64, seed=2)
+
+
+def splits_of(pairs):
+    """The same pairs as train, val and test (for tests that only check mechanics)."""
+    return {"train": pairs, "val": pairs, "test": pairs}
 
 
 def _own_predictions_ok(model, tokens, graded):
@@ -51,10 +57,12 @@ def test_zero_swap_is_a_no_op(gru, pairs, kind, blocks):
 
 def test_zero_units_iia_is_the_networks_own_behaviour(gru, pairs):
     """run_das with n_units=0 trains nothing, and its IIA is the fraction of pairs the network gets right unintervened."""
-    res = symlib.run_das(gru, MULTI, n_units=0, train_data=pairs, val_data=pairs, progress=False, max_steps=5, eval_every=5)
+    res = symlib.run_das(gru, MULTI, n_units=0, pairs=splits_of(pairs), progress=False, max_steps=5, eval_every=5)
     assert res.metrics["steps"] == 0 and res.history == []
     ok = _own_predictions_ok(gru, pairs.tokens, pairs.task_mask)
-    assert res.metrics["iia_trial"] == pytest.approx(float(ok.float().mean()))
+    assert res.metrics["iia_test"] == pytest.approx(float(ok.float().mean()))
+    # on the changed pairs the network left alone can only be wrong (unless it is wrong on its own trials too)
+    assert res.metrics["iia_changed_test"] == pytest.approx(float(ok[pairs.changed].float().mean()))
     assert np.array_equal(res.rows["correct"], ok.numpy())
 
 
@@ -69,7 +77,9 @@ def test_trial_iia_matches_a_direct_count(gru, pairs):
         pred = gru.run_with_state(pairs.tokens, "state", pairs.pos, h).argmax(-1)
     ok = ((pred[:, :-1] == pairs.tokens[:, 1:]) | ~pairs.task_mask[:, 1:]).all(1)
     assert torch.equal(ev["correct"], ok)
-    assert ev["iia_trial"] == pytest.approx(float(ok.float().mean()))
+    assert ev["iia"] == pytest.approx(float(ok.float().mean()))
+    assert ev["iia_changed"] == pytest.approx(float(ok[pairs.changed].float().mean()))
+    assert ev["n_changed"] == int(pairs.changed.sum()) and 0 < ev["n_changed"] < len(pairs)
     assert 0.0 <= ev["iia_token"] <= 1.0
 
 
@@ -145,17 +155,18 @@ class HandCounter(nn.Module):
         return self.out(torch.relu(self.feat(h)))
 
 
-HAND_DAS = dict(variable="count", n_units=1, n_train=1500, n_val=300, max_steps=400, eval_every=50, progress=False, lr=1e-2)
+HAND_DAS = dict(variable="count", n_units=1, n_train=1500, n_val=300, n_test=300, max_steps=400, eval_every=50, progress=False, lr=1e-2)
 
 
-@pytest.mark.parametrize("uniform_demo,loss_on", [(False, "graded"), (True, "all")])
+@pytest.mark.parametrize("uniform_demo,loss_on", [(False, "task_mask"), (True, "all")])
 def test_hand_built_counter_is_found(uniform_demo, loss_on):
     """A network whose state holds the count along one axis: it solves the task, and DAS with n_units=1 finds that axis (IIA >= 0.95)."""
     model = wrap(HandCounter(uniform_demo=uniform_demo), "rnn")
     for counts in ("train", "heldout"):
         assert symlib.evaluate(model, MULTI.sample(300, counts, gen(50))).get("trial_acc") == 1.0
     res = symlib.run_das(model, MULTI, loss_on=loss_on, **HAND_DAS)
-    assert res.metrics["iia_trial"] >= 0.95, res.history
+    assert res.metrics["iia_test"] >= 0.95, res.history
+    assert res.metrics["iia_changed_test"] >= 0.95
     q = res.alignment.Q.detach()[:, 0]
     assert abs(float(q[0])) > 0.95, f"the aligned direction should be the count unit, got {q}"
 
@@ -163,12 +174,12 @@ def test_hand_built_counter_is_found(uniform_demo, loss_on):
 def test_network_without_count_stays_at_control():
     """The same network with no count unit (W_ih[0] = 0) gets IIA near the random-rotation control, far below 1."""
     model = wrap(HandCounter(with_count=False), "rnn")
-    kw = {**HAND_DAS, "max_steps": 150, "loss_on": "graded"}
+    kw = {**HAND_DAS, "max_steps": 150, "loss_on": "task_mask"}
     res = symlib.run_das(model, MULTI, **kw)
     control = symlib.run_das(model, MULTI, train_alignment=False, **kw)
     assert control.metrics["steps"] == 0
-    assert res.metrics["iia_trial"] < 0.3
-    assert abs(res.metrics["iia_trial"] - control.metrics["iia_trial"]) < 0.15
+    assert res.metrics["iia_changed_test"] < 0.3
+    assert abs(res.metrics["iia_changed_test"] - control.metrics["iia_changed_test"]) < 0.15
 
 
 # ---- 5. your own model -----------------------------------------------------------------
@@ -215,10 +226,10 @@ def test_run_das_on_a_wrapped_model():
     """run_das runs on a wrapped user model, returns metrics with IIA in [0, 1], and leaves the model's mode and grads as they were."""
     model = wrap(TimeMajorRNN(small_model("gru", d_model=16, seed=9)), "rnn").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = symlib.run_das(model, MULTI, n_units=2, n_train=128, n_val=64, max_steps=6, eval_every=3, batch_size=32, progress=False)
+    res = symlib.run_das(model, MULTI, n_units=2, n_train=128, n_val=64, n_test=64, max_steps=6, eval_every=3, batch_size=32, progress=False)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the network stays frozen"
-    assert 0.0 <= res.metrics["iia_trial"] <= 1.0 and 0.0 <= res.metrics["iia_token"] <= 1.0
+    assert 0.0 <= res.metrics["iia_test"] <= 1.0 and 0.0 <= res.metrics["iia_token_test"] <= 1.0
     assert res.metrics["steps"] >= 3 and len(res.history) >= 1
     assert res.rows["correct"].shape == (64,)
 
@@ -274,16 +285,149 @@ def test_run_das_boundless_reports_its_size(gru):
 
 # ---- 6. controls ------------------------------------------------------------------
 
-def test_das_controls(gru):
-    """das_controls returns the no-swap, random-rotation, shuffled (and untrained) IIAs, each in [0, 1]."""
-    untrained = small_model("gru", d_model=16, seed=13)
-    cfg = DASConfig(n_units=2, n_train=64, n_val=48, max_steps=4, eval_every=2, batch_size=32)
-    out = symlib.das_controls(gru, MULTI, cfg, untrained_model=untrained)
-    assert set(out) == {"control_no_swap_iia", "control_random_rotation_iia", "control_shuffled_iia", "control_untrained_iia"}
-    assert all(0.0 <= v <= 1.0 for v in out.values())
-    val = symlib.make_pairs(MULTI, "up_down", "count", n=48, seed=cfg.seed + 7919)
-    assert out["control_no_swap_iia"] == pytest.approx(float(_own_predictions_ok(gru, val.tokens, val.task_mask).float().mean()))
-    assert "control_untrained_iia" not in symlib.das_controls(gru, MULTI, cfg)
+SMALL = dict(n_units=2, n_train=96, n_val=48, n_test=64, max_steps=4, eval_every=2, batch_size=32)
+
+
+def test_controls_on_the_same_test_pairs(gru):
+    """run_das_with_controls: every control has iia_test and iia_changed_test in [0, 1]; no swap is the
+    network's own behaviour on the main search's test pairs; the learnable controls are searches of their own."""
+    res = symlib.run_das_with_controls(gru, MULTI, DASConfig(**SMALL), progress=False)
+    ctl = res.metrics["controls"]
+    assert set(ctl) == set(symlib.CONTROL_NAMES)
+    for name, c in ctl.items():
+        assert 0.0 <= c["iia_test"] <= 1.0 and (c["iia_changed_test"] is None or 0.0 <= c["iia_changed_test"] <= 1.0), name
+    test = symlib.das.make_search_pairs(MULTI, DASConfig(**SMALL))["test"]
+    ok = _own_predictions_ok(gru, test.tokens, test.task_mask)
+    assert ctl["no_swap"]["iia_test"] == pytest.approx(float(ok.float().mean()))
+    assert ctl["wrong_labels"]["config"]["relabel"] and ctl["wrong_program"]["config"]["program"] == "up_up"
+    assert res.metrics["control_max_changed_test"] == max(ctl[c]["iia_changed_test"] for c in ("initial", "wrong_labels", "wrong_program"))
+
+
+def test_wrong_label_control_stops_on_its_own_labels(gru):
+    """The wrong-label search is validated (stopped, best-chosen) on relabelled pairs, not on the real labels."""
+    cfg = DASConfig(**{**SMALL, "relabel": True})
+    splits = symlib.das.make_search_pairs(MULTI, cfg)
+    real = symlib.das.make_search_pairs(MULTI, DASConfig(**SMALL))
+    assert torch.equal(splits["val"].pos, real["val"].pos)  # the same pairs ...
+    assert not torch.equal(splits["val"].changed, real["val"].changed)  # ... with other labels
+    res = symlib.run_das(gru, MULTI, cfg, progress=False)
+    ev = evaluate_alignment(gru, res.alignment, splits["val"], free_running=False)
+    assert res.metrics["iia_val"] == pytest.approx(ev["iia"])
+
+
+def test_boundless_initial_control_uses_the_learned_size(gru):
+    """For boundless, the initial-alignment control swaps as many dims as the search learned."""
+    from symlib.controls import fixed_controls
+    cfg = DASConfig(**{**SMALL, "alignment": "boundless", "boundless_init": 3})
+    res = symlib.run_das(gru, MULTI, cfg, progress=False)
+    seen = {}
+    orig = symlib.iia.evaluate_alignment
+
+    def spy(model, align, *a, **k):
+        seen["n_units"] = align.n_units
+        return orig(model, align, *a, **k)
+
+    import symlib.controls as C
+    C.evaluate_alignment = spy
+    try:
+        fixed_controls(gru, MULTI, res)
+    finally:
+        C.evaluate_alignment = orig
+    assert seen["n_units"] == res.metrics["n_units"]
+
+
+# ---- 6b. splits, best alignment, batching, the store --------------------------------------
+
+def test_test_split_is_its_own(gru):
+    """Reported numbers come from test pairs with their own seed, not the validation pairs."""
+    splits = symlib.das.make_search_pairs(MULTI, DASConfig(**SMALL, n_test_heldout=40))
+    assert not torch.equal(splits["val"].tokens[:, :5], splits["test"].tokens[:48, :5])
+    assert set(splits["test_heldout"].target_count.tolist()) <= set(symlib.HELDOUT_COUNTS)
+    res = symlib.run_das(gru, MULTI, DASConfig(**SMALL, n_test_heldout=40), progress=False)
+    ev = evaluate_alignment(gru, res.alignment, splits["test"], free_running=False)
+    assert res.metrics["iia_test"] == pytest.approx(ev["iia"])
+    assert res.metrics["n_test"] == 64 and res.metrics["n_test_heldout"] == 40
+    assert res.rows["correct"].shape == (64,)
+
+
+def test_returns_the_best_alignment_not_the_last(gru):
+    """The alignment returned is the one with the best validation IIA over the search."""
+    res = symlib.run_das(gru, MULTI, DASConfig(**{**SMALL, "max_steps": 12, "eval_every": 2, "lr": 0.3, "patience": 0}), progress=False)
+    best = max(res.history, key=lambda r: (r["val_iia"], -r["val_loss"]))
+    assert res.metrics["best_step"] == best["step"]
+    assert res.metrics["iia_val"] == pytest.approx(best["val_iia"])
+
+
+def test_batched_search_equals_separate_searches(gru):
+    """Three alignments searched in one batched pass end where three separate searches do (float error)."""
+    cfgs = [DASConfig(**{**SMALL, "n_units": k, "max_steps": 6, "patience": 0, "target_iia": 2.0}) for k in (1, 2, 4)]
+    cfgs.append(DASConfig(**{**SMALL, "variable": "phase", "n_units": 2, "max_steps": 4}))
+    together = symlib.run_das_batch(gru, MULTI, cfgs, progress=False)
+    for cfg, r in zip(cfgs, together):
+        alone = symlib.run_das(gru, MULTI, cfg, progress=False)
+        assert torch.allclose(r.alignment.Q, alone.alignment.Q, atol=1e-4), cfg
+        assert r.metrics["steps"] == alone.metrics["steps"]
+        assert r.metrics["iia_test"] == pytest.approx(alone.metrics["iia_test"], abs=2 / 64)
+
+
+def test_store_reuses_and_resumes(gru, tmp_path):
+    """A search found in the store is loaded, not rerun; a grid with one cached member only runs the other."""
+    store = symlib.ResultsStore(tmp_path / "store")
+    a, b = DASConfig(**SMALL), DASConfig(**{**SMALL, "n_units": 3})
+    first = symlib.run_das(gru, MULTI, a, progress=False, store=store)
+    again = symlib.run_das(gru, MULTI, a, progress=False, store=store)
+    assert again.metrics.get("cached") and not first.metrics.get("cached")
+    assert again.metrics["iia_test"] == first.metrics["iia_test"]
+    assert torch.equal(again.alignment.Q, first.alignment.Q)
+    both = symlib.run_das_batch(gru, MULTI, [a, b], progress=False, store=store)
+    assert both[0].metrics.get("cached") and not both[1].metrics.get("cached")
+    # another network (other weights) does not hit the first one's entries
+    other = small_model("gru", d_model=16, seed=99)
+    assert not symlib.run_das(other, MULTI, a, progress=False, store=store).metrics.get("cached")
+    # nothing half-written is left behind
+    assert not [p for p in (tmp_path / "store").rglob(".*") if p.is_dir()]
+
+
+class DropoutGRU(nn.Module):
+    """A user's model with dropout before its GRU: in train mode its states are noisy."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.drop, self.rnn, self.out = nn.Embedding(9, 16), nn.Dropout(0.5), nn.GRU(16, 16, batch_first=True), nn.Linear(16, 9)
+
+    def forward(self, tokens):
+        return self.out(self.rnn(self.drop(self.emb(tokens)))[0])
+
+
+def test_states_are_measured_frozen(pairs):
+    """A user's model left in train mode gives the same (dropout-free) states, IIA and rollout every time."""
+    torch.manual_seed(0)
+    model = wrap(DropoutGRU(), "rnn").train()
+    h1 = site_states(model, pairs.tokens, pairs.pos, None)
+    h2 = site_states(model, pairs.tokens, pairs.pos, None)
+    assert torch.equal(h1, h2) and model.training
+    align = symlib.make_alignment("orthogonal", 16, [2], seed=0)
+    e1 = evaluate_alignment(model, align, pairs, free_running=False)
+    e2 = evaluate_alignment(model, align, pairs, free_running=False)
+    assert torch.equal(e1["correct"], e2["correct"]) and e1["loss"] == e2["loss"]
+    assert torch.equal(symlib.network_rollout(model, align, pairs, extra=2), symlib.network_rollout(model, align, pairs, extra=2))
+
+
+def test_network_and_task_must_match():
+    """A network trained on one task cannot be searched with another task's pairs."""
+    model = small_model("gru", d_model=16)
+    model.task_name = "multiobject"
+    with pytest.raises(ValueError, match="multiobject"):
+        symlib.run_das(model, symlib.make_task("multiobject_mod4"), **SMALL, progress=False)
+    with pytest.raises(ValueError, match="token ids"):
+        symlib.run_das(small_model("gru", d_model=16), symlib.make_task("singleobject"), **SMALL, progress=False)
+
+
+def test_subspace_sweep_same_budget(gru):
+    """subspace_sweep: one result per size that fits, each run for exactly max_steps."""
+    out = symlib.subspace_sweep(gru, MULTI, DASConfig(**{**SMALL, "max_steps": 4}), [1, 2, 32], progress=False)
+    assert list(out) == [1, 2]
+    assert all(r.metrics["steps"] == 4 and r.config.n_units == k for k, r in out.items())
 
 
 # ---- 7. saving ---------------------------------------------------------------------
@@ -298,21 +442,21 @@ def test_save_and_load_alignment(tmp_path, kind):
     align.eval()
     cfg = DASConfig(alignment=kind, n_units=3)
     path = tmp_path / f"{kind}.pt"
-    symlib.save_alignment(path, DASResult(align, cfg, {"iia_trial": 0.5, "steps": 3}))
+    symlib.save_alignment(path, DASResult(align, cfg, {"iia_test": 0.5, "steps": 3}))
     loaded, cfg2, metrics = symlib.load_alignment(path)
-    assert cfg2 == cfg and metrics == {"iia_trial": 0.5, "steps": 3}
+    assert cfg2 == cfg and metrics == {"iia_test": 0.5, "steps": 3}
     assert not loaded.training
     h_t, h_s = torch.randn(20, 16, generator=gen(71)), torch.randn(20, 16, generator=gen(72))
     swap = torch.ones(20, 1, dtype=torch.bool)
     assert torch.equal(loaded.interchange(h_t, h_s, swap), align.interchange(h_t, h_s, swap))
-    assert torch.load(path, weights_only=True)["format"] == "symlib-alignment/1"
+    assert torch.load(path, weights_only=True)["format"] == symlib.das.ALIGNMENT_FORMAT
 
 
 # ---- 8. tables ---------------------------------------------------------------------
 
 def test_iia_table_is_consistent_with_the_rows(gru):
     """iia_table: each cell is the IIA of its pairs; the count-weighted mean of the cells is the overall IIA."""
-    res = symlib.run_das(gru, MULTI, n_units=4, n_train=64, n_val=300, max_steps=2, eval_every=2, batch_size=32, progress=False)
+    res = symlib.run_das(gru, MULTI, n_units=4, n_train=64, n_val=64, n_test=300, max_steps=2, eval_every=2, batch_size=32, progress=False)
     rows = dict(res.rows)
     rng = np.random.default_rng(0)
     for correct in (rows["correct"], rng.random(len(rows["correct"])) < 0.6):
@@ -345,4 +489,4 @@ def test_das_config_checks():
     with pytest.raises(ValueError):
         DASConfig(alignment="boundless", variable="count_phase")
     with pytest.raises(ValueError, match="17"):
-        symlib.run_das(small_model("gru", d_model=16), MULTI, n_units=17, n_train=8, n_val=8, progress=False)
+        symlib.run_das(small_model("gru", d_model=16), MULTI, n_units=17, n_train=8, n_val=8, n_test=8, progress=False)

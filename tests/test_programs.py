@@ -1,4 +1,4 @@
-"""Programs (Up-Down, Up-Up, Ctx-Distr), counterfactual labels, intervention positions and pairs."""
+"""Programs (Up-Down, Up-Up, Ctx-Distr), counterfactual labels, intervention positions, pairs, splits and relabelling."""
 import pytest
 import torch
 
@@ -20,6 +20,12 @@ def _classes(task, tokens: torch.Tensor) -> torch.Tensor:
     out = tokens.clone()
     out[torch.isin(tokens, torch.tensor(task.demo_ids))] = -1
     return out
+
+
+def _valid_variables(program: str, task) -> tuple[str, ...]:
+    """The variable names ``program`` accepts: the generic ones and its own variables."""
+    return ("count", "phase", "count_phase", "full", "null") + tuple(
+        v for v in make_program(program, task).variables if v not in ("count", "phase"))
 
 
 def _worked_example_target():
@@ -226,6 +232,8 @@ def test_ctx_distr_demo_override_is_forgotten_after_one_step():
 def test_counterfactuals_are_finite_and_end_with_e(program, variable):
     """Every counterfactual ends with exactly one E after the swap, has no gap of padding, and is at most 4*20+3 = 83 tokens."""
     task = symlib.make_task("multiobject")
+    if variable not in _valid_variables(program, task):
+        pytest.skip(f"{variable} is not a variable of {program}")
     pairs = make_pairs(task, program, variable, n=300, seed=5)
     tok = pairs.tokens
     L = tok.shape[1]
@@ -355,3 +363,288 @@ def test_pairs_index_and_trim():
     assert (q.tokens[:, -1] != 0).any() and (q.src_tokens[:, -1] != 0).any()
     assert torch.equal(q.tokens, p.tokens[:10, : q.tokens.shape[1]])
     assert (p.tokens[:10, q.tokens.shape[1]:] == 0).all()
+
+
+# ---- Mod-4: the count is reduced again after an intervention in the response phase ---
+
+MOD4 = symlib.make_task("multiobject_mod4")
+
+
+def _mod4_target():
+    """``B D D T R R E`` (N=2, 2 mod 4 = 2 responses) from multiobject_mod4."""
+    tgt = MOD4.trials_for_counts(torch.tensor([2]), gen(40))
+    words = MOD4.decode(tgt.tokens[0]).split()
+    assert [w[0] for w in words] == ["B", "D", "D", "T", "R", "R", "E"]
+    return tgt
+
+
+def _after(task, tokens, pos: int) -> str:
+    """The words of a single counterfactual after position ``pos``."""
+    return " ".join(task.decode(tokens[0]).split()[pos + 1:])
+
+
+def test_mod4_updown_count_swap_in_response_phase_is_reduced():
+    """Up-Down, Mod-4: count=5 written after the first R gives 'R E' (5 mod 4 = 1), not five more responses."""
+    prog = make_program("up_down", MOD4)
+    tokens, mask = counterfactual(prog, _mod4_target(), torch.tensor([4]), {"count": torch.tensor([5])})
+    assert _after(MOD4, tokens, 4) == "R E"
+    assert mask[0].nonzero()[:, 0].tolist() == [5, 6]
+
+
+def test_mod4_updown_phase_swap_into_response_phase_is_reduced():
+    """Up-Down, Mod-4: phase=response written after 7 demos leaves count 7 -> 3: 'R R R E'."""
+    prog = make_program("up_down", MOD4)
+    tgt = MOD4.trials_for_counts(torch.tensor([9]), gen(41))
+    tokens, _ = counterfactual(prog, tgt, torch.tensor([7]), {"phase": torch.tensor([RESPONSE])})
+    assert _after(MOD4, tokens, 7) == "R R R E"
+
+
+def test_mod4_demo_phase_swap_is_not_reduced():
+    """Up-Down, Mod-4: count=6 written in the demo phase (N=7) is not reduced there: one more demo, T, 7 mod 4 = 3 responses."""
+    prog = make_program("up_down", MOD4)
+    tgt = MOD4.trials_for_counts(torch.tensor([7]), gen(42))
+    tokens, _ = counterfactual(prog, tgt, torch.tensor([2]), {"count": torch.tensor([6])})
+    assert [w[0] for w in _after(MOD4, tokens, 2).split()] == ["D", "T", "R", "R", "R", "E"]
+
+
+def test_mod4_upup_demo_count_swap_in_response_phase_is_reduced():
+    """Up-Up, Mod-4: demo_count=5 after the first R becomes 1, which equals resp_count: E at once."""
+    prog = make_program("up_up", MOD4)
+    tokens, _ = counterfactual(prog, _mod4_target(), torch.tensor([4]), {"demo_count": torch.tensor([5])})
+    assert _after(MOD4, tokens, 4) == "E"
+    # 6 -> 2: one more response
+    tokens, _ = counterfactual(prog, _mod4_target(), torch.tensor([4]), {"demo_count": torch.tensor([6])})
+    assert _after(MOD4, tokens, 4) == "R E"
+
+
+def test_mod4_ctx_distr_count_override_in_response_phase_is_reduced():
+    """Ctx-Distr, Mod-4: a count override of 4 after the first R becomes 0: E at once."""
+    prog = make_program("ctx_distr", MOD4)
+    tokens, _ = counterfactual(prog, _mod4_target(), torch.tensor([4]), {"count": torch.tensor([4])})
+    assert _after(MOD4, tokens, 4) == "E"
+
+
+def test_round3_has_no_reduction_after_intervention():
+    """Up-Down, Round-3: the transform is applied at T only; count=5 after the first R gives five more responses."""
+    task = symlib.make_task("multiobject_round3")
+    prog = make_program("up_down", task)
+    tgt = task.trials_for_counts(torch.tensor([2]), gen(43))  # rounds to 3 responses
+    tokens, _ = counterfactual(prog, tgt, torch.tensor([4]), {"count": torch.tensor([5])})
+    assert _after(task, tokens, 4) == "R R R R R E"
+
+
+# ---- any program variable can be aligned on its own ---------------------------------
+
+def test_variable_names_cover_every_program_variable():
+    """VARIABLE_NAMES holds the generic names and every program's variables."""
+    names = symlib.VARIABLE_NAMES
+    assert isinstance(names, tuple)
+    for v in ("count", "phase", "count_phase", "full", "null", "demo_count", "resp_count"):
+        assert v in names
+    for p in symlib.PROGRAM_NAMES:
+        assert set(make_program(p, SINGLE).variables) <= set(names)
+
+
+def test_unknown_variable_for_program_lists_its_names():
+    """resp_count on Up-Down raises a ValueError naming the variables Up-Down does have."""
+    from symlib.counterfactuals import variable_blocks
+    with pytest.raises(ValueError, match="count_phase") as e:
+        variable_blocks(make_program("up_down", SINGLE), "resp_count")
+    assert "up_down" in str(e.value) and "resp_count" in str(e.value).split("valid")[0]
+    assert "demo_count" not in str(e.value)
+    with pytest.raises(ValueError, match="demo_count"):
+        make_pairs(SINGLE, "up_up", "nonsense", n=10, seed=0)
+
+
+@pytest.mark.parametrize("variable", ["resp_count", "demo_count", "count"])
+def test_upup_each_count_aligned_on_its_own(variable):
+    """Up-Up: resp_count and demo_count are each swapped alone; the values are those of the swapped variable."""
+    task = symlib.make_task("multiobject")
+    prog = make_program("up_up", task)
+    from symlib.counterfactuals import variable_blocks
+    var = "demo_count" if variable == "count" else variable
+    assert variable_blocks(prog, variable) == [[var]]
+    g = gen(44)
+    tgt, src = task.sample(300, "train", g), task.sample(300, "train", g)
+    pos, spos = intervention_positions(tgt, g), intervention_positions(src, g)
+    p = pairs_from_trials(prog, variable, tgt, pos, src, spos, generator=g)
+    assert p.value_variable == var
+    assert torch.equal(p.source_value, state_at(prog.trace(src), spos)[var])
+    assert torch.equal(p.target_value, state_at(prog.trace(tgt), pos)[var])
+    want, _ = counterfactual(prog, tgt, pos, {var: p.source_value}, generator=gen(0))
+    assert torch.equal(_classes(task, p.tokens), _classes(task, want))
+    assert p[torch.arange(5)].value_variable == var
+    assert p.shuffled_sources(gen(1)).value_variable == var
+
+
+def test_upup_resp_count_swap_in_response_phase():
+    """Up-Up: writing resp_count=v after k responses of an N trial gives max(N - v, 0) more responses."""
+    task, tr, k, pos, v = _response_phase_setup(seed=45)
+    prog = make_program("up_up", task)
+    tokens, _ = counterfactual(prog, tr, pos, {"resp_count": v})
+    after = torch.arange(tokens.shape[1])[None, :] > pos[:, None]
+    assert torch.equal(((tokens == task.R) & after).sum(1), (tr.counts - v).clamp(min=0))
+
+
+def test_value_variable_is_the_number_variable_otherwise():
+    """For count, phase, count_phase and full the values are the program's number variable."""
+    task = symlib.make_task("multiobject")
+    for variable in ("phase", "count_phase", "full", "null"):
+        p = make_pairs(task, "up_up", variable, n=20, seed=1)
+        assert p.value_variable == "demo_count"
+    assert make_pairs(task, "up_down", "phase", n=20, seed=1).value_variable == "count"
+
+
+# ---- Ctx-Distr: demos minus responses in the demo phase too ---------------------------
+
+def test_ctx_distr_demo_phase_quantity_subtracts_responses():
+    """Ctx-Distr: phase=response after 3 of 5 demos emits R; then demos - responses must reach 5: 3 more demos, T, 6 - 1 = 5 responses."""
+    task = symlib.make_task("multiobject")
+    prog = make_program("ctx_distr", task)
+    tgt = task.trials_for_counts(torch.tensor([5]), gen(46))
+    tokens, _ = counterfactual(prog, tgt, torch.tensor([3]), {"phase": torch.tensor([RESPONSE])}, generator=gen(47))
+    words = [w[0] for w in _after(task, tokens, 3).split()]
+    assert " ".join(words) == "R D D D T R R R R R E"
+    # read directly: an R seen in the demo phase lowers the quantity
+    s = state_at(prog.trace(tgt), torch.tensor([3]))
+    s = prog.step(s, torch.tensor([task.R]))
+    assert prog.read(s, "count").tolist() == [2]
+
+
+# ---- splits with their own seeds -------------------------------------------------------
+
+def test_split_seed_is_documented_and_distinct():
+    """split_seed(seed, name) = seed * 2**32 + crc32(name), distinct per split and per seed."""
+    import zlib
+
+    from symlib.counterfactuals import split_seed
+    assert split_seed(3, "val") == 3 * 2**32 + zlib.crc32(b"val")
+    names = ("train", "val", "test", "test_heldout", "alignment", "batches")
+    seeds = {split_seed(s, n) for s in (0, 1, 2, 12345) for n in names}
+    assert len(seeds) == 4 * len(names)
+    assert all(isinstance(x, int) and 0 <= x < 2**63 for x in seeds)
+
+
+def test_make_splits_uses_one_seed_per_split():
+    """make_splits: train/val/test on the training counts, test_heldout on held-out counts, each from split_seed."""
+    from symlib.counterfactuals import make_splits, split_seed
+    task = symlib.make_task("multiobject")
+    sp = make_splits(task, "up_down", "count", 5, 60, 20, 30, n_test_heldout=25)
+    assert set(sp) == {"train", "val", "test", "test_heldout"}
+    assert [len(sp[k]) for k in ("train", "val", "test", "test_heldout")] == [60, 20, 30, 25]
+    for k in ("train", "val", "test"):
+        assert set(sp[k].target_count.tolist()) | set(sp[k].source_count.tolist()) <= set(symlib.TRAIN_COUNTS)
+        ref = make_pairs(task, "up_down", "count", n=len(sp[k]), counts="train", seed=split_seed(5, k))
+        assert torch.equal(sp[k].tokens, ref.tokens) and torch.equal(sp[k].src_tokens, ref.src_tokens)
+    held = sp["test_heldout"]
+    assert set(held.target_count.tolist()) <= set(symlib.HELDOUT_COUNTS)
+    assert set(held.source_count.tolist()) <= set(symlib.HELDOUT_COUNTS)
+    ref = make_pairs(task, "up_down", "count", n=25, counts="heldout", seed=split_seed(5, "test_heldout"))
+    assert torch.equal(held.tokens, ref.tokens)
+    assert not torch.equal(sp["val"].pos, sp["test"].pos[:20])
+    assert set(make_splits(task, "up_down", "count", 5, 10, 10, 10)) == {"train", "val", "test"}
+
+
+# ---- the same trials whatever the program or relabelling ----------------------------
+
+@pytest.mark.parametrize("variable", ["count", "count_phase", "full", "phase"])
+def test_same_pairs_across_programs_and_relabel(variable):
+    """make_pairs with one seed draws the same targets, sources, positions and swap choices for every program and relabel."""
+    from symlib.counterfactuals import wrong_labels
+    task = symlib.make_task("multiobject")
+    runs = [make_pairs(task, p, variable, n=200, seed=8, relabel=r)
+            for p in symlib.PROGRAM_NAMES for r in (None, wrong_labels(seed=2))]
+    ref = runs[0]
+    idx = torch.arange(ref.tokens.shape[1])[None, :]
+    for q in runs[1:]:
+        for f in ("pos", "src_tokens", "src_pos", "swap", "target_count", "source_count"):
+            assert torch.equal(getattr(q, f), getattr(ref, f)), f
+        L = min(q.tokens.shape[1], ref.tokens.shape[1])
+        prefix = idx[:, :L] <= ref.pos[:, None]
+        assert torch.equal(q.tokens[:, :L][prefix], ref.tokens[:, :L][prefix])
+    # the labels do differ somewhere
+    assert any(q.tokens.shape != ref.tokens.shape or not torch.equal(q.tokens, ref.tokens) for q in runs[1:])
+
+
+# ---- wrong-label control ----------------------------------------------------------------
+
+def test_wrong_labels_is_a_seeded_derangement():
+    """wrong_labels: a permutation of 0..max_value with no fixed point, the same for the same seed."""
+    from symlib.counterfactuals import wrong_labels
+    for seed in range(5):
+        p = wrong_labels(40, seed)
+        assert p.dtype == torch.long and p.shape == (41,)
+        assert torch.equal(p.sort().values, torch.arange(41))
+        assert not (p == torch.arange(41)).any()
+        assert torch.equal(p, wrong_labels(40, seed))
+    assert not torch.equal(wrong_labels(seed=0), wrong_labels(seed=1))
+    assert wrong_labels(1).tolist() == [1, 0]
+
+
+def _relabel_setup(program, variable, seed=50, task=None):
+    from symlib.counterfactuals import wrong_labels
+    task = task or symlib.make_task("multiobject")
+    prog = make_program(program, task)
+    g = gen(seed)
+    tgt, src = task.sample(300, "train", g), task.sample(300, "train", g)
+    pos, spos = intervention_positions(tgt, g), intervention_positions(src, g)
+    perm = wrong_labels(seed=seed)
+    return task, prog, tgt, pos, src, spos, perm
+
+
+def _by_hand(perm, v):
+    """perm[v], values beyond the permutation kept."""
+    return torch.where(v < len(perm), perm[v.clamp(max=len(perm) - 1)], v)
+
+
+@pytest.mark.parametrize("program,variable", [("up_down", "count"), ("up_up", "count"), ("up_up", "resp_count"),
+                                              ("ctx_distr", "count")])
+def test_relabel_writes_the_permuted_value(program, variable):
+    """With relabel, the counterfactual is the one written by hand with perm[source value]; source_value stays true."""
+    task, prog, tgt, pos, src, spos, perm = _relabel_setup(program, variable)
+    p = pairs_from_trials(prog, variable, tgt, pos, src, spos, generator=gen(1), relabel=perm)
+    var = p.value_variable
+    true_v = prog.read(state_at(prog.trace(src), spos), var)
+    assert torch.equal(p.source_value, true_v)
+    want, want_mask = counterfactual(prog, tgt, pos, {var: _by_hand(perm, true_v)}, generator=gen(1))
+    assert torch.equal(p.tokens, want) and torch.equal(p.task_mask, want_mask)
+    plain = pairs_from_trials(prog, variable, tgt, pos, src, spos, generator=gen(1))
+    assert not torch.equal(plain.changed, p.changed)
+
+
+def test_relabel_changed_is_against_the_relabelled_counterfactual():
+    """Up-Down count: a pair changes exactly when perm[source value] differs from the target's count."""
+    task, prog, tgt, pos, src, spos, perm = _relabel_setup("up_down", "count", seed=51)
+    p = pairs_from_trials(prog, "count", tgt, pos, src, spos, generator=gen(2), relabel=perm)
+    assert torch.equal(p.changed, perm[p.source_value] != p.target_value)
+    same = p.source_value == p.target_value
+    assert same.any() and p.changed[same].all()
+
+
+def test_relabel_flips_a_lone_phase_and_keeps_phase_in_count_phase():
+    """A phase swapped alone is flipped under relabelling; with count_phase/full only the counts are permuted."""
+    task, prog, tgt, pos, src, spos, perm = _relabel_setup("up_down", "phase", seed=52)
+    p = pairs_from_trials(prog, "phase", tgt, pos, src, spos, generator=gen(3), relabel=perm)
+    want, _ = counterfactual(prog, tgt, pos, {"phase": 1 - p.source_phase}, generator=gen(3))
+    assert torch.equal(p.tokens, want)
+    swap = torch.stack([torch.arange(300) % 3 != 1, torch.arange(300) % 3 != 0], 1)
+    q = pairs_from_trials(prog, "count_phase", tgt, pos, src, spos, swap, generator=gen(4), relabel=perm)
+    values = {"count": _by_hand(perm, q.source_value), "phase": q.source_phase}
+    want, _ = counterfactual(prog, tgt, pos, values, {"count": swap[:, 0], "phase": swap[:, 1]}, generator=gen(4))
+    assert torch.equal(q.tokens, want)
+    f = pairs_from_trials(prog, "full", tgt, pos, src, spos, generator=gen(5), relabel=perm)
+    want, _ = counterfactual(prog, tgt, pos, {"count": _by_hand(perm, f.source_value), "phase": f.source_phase},
+                             generator=gen(5))
+    assert torch.equal(f.tokens, want)
+
+
+def test_relabel_through_make_splits():
+    """make_splits passes relabel on: its pairs are make_pairs' with the same relabel."""
+    from symlib.counterfactuals import make_splits, split_seed, wrong_labels
+    task = symlib.make_task("multiobject")
+    perm = wrong_labels(seed=0)
+    sp = make_splits(task, "up_down", "count", 0, 40, 10, 10, relabel=perm)
+    ref = make_pairs(task, "up_down", "count", n=40, seed=split_seed(0, "train"), relabel=perm)
+    assert torch.equal(sp["train"].tokens, ref.tokens)
+    plain = make_pairs(task, "up_down", "count", n=40, seed=split_seed(0, "train"))
+    assert not (plain.tokens.shape == ref.tokens.shape and torch.equal(plain.tokens, ref.tokens))

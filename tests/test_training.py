@@ -1,13 +1,17 @@
 """Training: config checks, determinism, exact resume, checkpoints, the lr schedule, losses."""
 import json
 import math
+import os
 import shutil
+import stat
 
 import pytest
 import torch
+import torch.nn as nn
 
 import symlib
-from symlib.training import TrainConfig, is_checkpoint_step, lr_at, sequence_loss, train, training_loss
+from symlib.models import check_task
+from symlib.training import TrainConfig, is_checkpoint_step, lr_at, run_config, sequence_loss, train, training_loss
 
 from helpers import MULTI, gen, small_model
 
@@ -253,3 +257,123 @@ def test_fused_free_running_loss_equals_free_run_then_loss(arch, task_name):
     g_fused = torch.autograd.grad(fused, list(model.parameters()))
     assert torch.allclose(ref, fused, atol=1e-6)
     assert all(torch.allclose(a, c, atol=1e-6) for a, c in zip(g_ref, g_fused))
+
+
+# ---- what a run remembers: its files, its task, load_or_train with a RUN_DIR ----------
+
+def test_run_files_are_readable_json_with_the_normal_mode(saved_run):
+    """metrics.json holds rounded floats and no NaN (null instead); every file of a run gets the
+    normal mode (0o666 minus the umask), not mkstemp's owner-only 0o600."""
+    run_dir, res = saved_run
+    text = (run_dir / "metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text)[0]["train_loss"] is None
+    floats = [v for rec in json.loads(text) for v in rec.values() if isinstance(v, float)]
+    assert floats and all(len(repr(v).replace("-", "").replace("0.", "").lstrip("0")) <= 12 for v in floats)
+    assert all(float(f"{v:.6g}") == v for v in floats)
+    # config.json is exact (a resumed run is compared with it)
+    assert run_config(run_dir) == res.config
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in [run_dir / "config.json", run_dir / "metrics.json", run_dir / "latest.pt", run_dir / "best.pt",
+              *sorted((run_dir / "ckpt").iterdir())]:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask, p
+
+
+def test_config_with_long_floats_resumes(tmp_path):
+    """A config float with more than 6 digits survives config.json, so the run can be resumed."""
+    run_dir = tmp_path / "r"
+    kw = {**TINY, "lr": 3.3333333333e-4}
+    train(max_steps=4, run_dir=run_dir, **kw)
+    two = train(max_steps=8, run_dir=run_dir, **kw)
+    assert two.summary["steps"] == 8 and run_config(run_dir).lr == 3.3333333333e-4
+
+
+def test_networks_know_their_task(saved_run):
+    """train, load_checkpoint and load_run set model.task_name from the run's config; a new network has None."""
+    run_dir, res = saved_run
+    assert symlib.SequenceModel.task_name is None and small_model("gru").task_name is None
+    assert res.model.task_name == "multiobject"
+    assert symlib.load_checkpoint(run_dir / "ckpt" / "step_000025.pt", device="cpu")[0].task_name == "multiobject"
+    assert symlib.load_run(run_dir, step="best", device="cpu").model.task_name == "multiobject"
+    mod4 = train(task="multiobject_mod4", max_steps=1, run_dir=None, **{**TINY, "n_eval_trials": 8})
+    assert mod4.model.task_name == "multiobject_mod4"
+
+
+def test_check_task(saved_run):
+    """check_task: a network trained on another task, or one with another vocabulary, is refused;
+    networks that carry no such information pass."""
+    _, res = saved_run
+    check_task(res.model, MULTI)  # its own task
+    with pytest.raises(ValueError, match="trained on multiobject; the pairs are for singleobject"):
+        check_task(res.model, symlib.make_task("singleobject"))
+    # the same vocabulary is not enough: Mod-4 shares MultiObject's words
+    with pytest.raises(ValueError, match="trained on multiobject; the pairs are for multiobject_mod4"):
+        check_task(res.model, symlib.make_task("multiobject_mod4"))
+    plain = small_model("gru")  # task unknown: only the vocabulary can be checked
+    check_task(plain, MULTI)
+    check_task(plain, symlib.make_task("multiobject_round3"))
+    with pytest.raises(ValueError, match="9 token ids.*singleobject has 7"):
+        check_task(plain, symlib.make_task("singleobject"))
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.gru, self.out = nn.Embedding(5, 8), nn.GRU(8, 8, batch_first=True), nn.Linear(8, 5)
+
+        def forward(self, tokens):
+            return self.out(self.gru(self.emb(tokens))[0])
+
+    wrapped = symlib.wrap_model(Net(), site="gru")
+    check_task(wrapped, symlib.make_task("singleobject"))  # a user's model: nothing known, nothing refused
+
+
+def test_run_config(saved_run, tmp_path):
+    """run_config reads a run's config; a folder without one, or no folder, gives a clear FileNotFoundError."""
+    run_dir, res = saved_run
+    assert run_config(run_dir) == res.config and run_config(str(run_dir)).arch == "gru"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run_config(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        run_config(tmp_path)
+
+
+def test_load_or_train_with_run_dir_follows_the_run(saved_run):
+    """With run_dir, the run's config decides: no task/arch, or matching ones, load it (no training)."""
+    run_dir, res = saved_run
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    for kw in ({}, {"task": "multiobject"}, {"arch": "gru"}, {"task": "multiobject", "arch": "gru"}):
+        got = symlib.load_or_train(run_dir=run_dir, device="cpu", progress=False, **kw)
+        assert got.config == res.config and got.model.task_name == "multiobject"
+    got = symlib.load_or_train("multiobject", "gru", 0, run_dir=str(run_dir), device="cpu", progress=False)  # notebook 03's call
+    assert got.run_dir == run_dir and sorted(p.name for p in run_dir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kw,asked", [({"task": "singleobject"}, "TASK='singleobject'"), ({"arch": "lstm"}, "ARCH='lstm'"),
+                                      ({"task": "sameobject", "arch": "transformer"}, "TASK='sameobject' and ARCH='transformer'")])
+def test_load_or_train_refuses_a_run_dir_of_another_task_or_arch(saved_run, kw, asked):
+    """A RUN_DIR holding another task or architecture than asked for raises, naming both, instead of
+    silently using the run (which made notebook 03 search the wrong pairs)."""
+    run_dir, _ = saved_run
+    with pytest.raises(ValueError) as e:
+        symlib.load_or_train(run_dir=run_dir, device="cpu", progress=False, **kw)
+    msg = str(e.value)
+    assert "holds a gru trained on multiobject" in msg and asked in msg and "leave RUN_DIR empty" in msg
+
+
+def test_load_or_train_checks_names_and_run_dir(tmp_path):
+    """An unknown task or arch lists the valid ones; a run_dir without a run raises FileNotFoundError."""
+    with pytest.raises(ValueError, match="singleobject"):
+        symlib.load_or_train(task="nope", run_dir=tmp_path)
+    with pytest.raises(ValueError, match="lstm"):
+        symlib.load_or_train(arch="nope")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        symlib.load_or_train(run_dir=tmp_path)
+
+
+def test_load_or_train_without_run_dir_defaults_to_multiobject_gru(tmp_path, monkeypatch):
+    """Without run_dir, task None means multiobject and arch None gru; the run is trained under runs_dir()."""
+    monkeypatch.setattr(symlib.training, "runs_dir", lambda: tmp_path)
+    kw = dict(d_model=16, max_steps=2, eval_every=2, n_eval_trials=8, device="cpu", progress=False)
+    got = symlib.load_or_train(**kw)
+    assert got.run_dir == tmp_path / "multiobject-gru-d16-s0" and got.model.task_name == "multiobject"
+    got = symlib.load_or_train(task="singleobject", seed=1, **kw)
+    assert got.run_dir == tmp_path / "singleobject-gru-d16-s1" and got.config.task == "singleobject"

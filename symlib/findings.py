@@ -1,0 +1,133 @@
+"""The book's findings over network seeds: searches and controls, a tidy table, intervals.
+
+One code path serves the README's findings table (``make findings``), notebook 03's
+architecture comparison and the findings tier of the tests (at a reduced size)::
+
+    python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2 --max-steps 600
+
+For every architecture and seed it loads (or trains) the network, runs the search with
+its learnable controls in one batched pass, measures every control on the same test
+pairs, and writes one row per (architecture, seed, measure). ``summarise_findings`` gives
+the mean and a 95% bootstrap interval over seeds. Searches are cached in the results
+store, so a rerun or an added seed pays only for what is new.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict, fields
+
+import pandas as pd
+
+from .controls import CONTROL_NAMES, run_das_with_controls
+from .das import DASConfig
+from .paths import data_dir
+from .stats import format_ci, summarise
+from .tasks import make_task
+from .training import load_or_train
+from .utils import check_choice, parse_list
+
+#: The search budget of the book's findings (stated in the README).
+FINDINGS_SEARCH = dict(max_steps=600, n_train=10_000, n_val=1_000, n_test=1_000, n_test_heldout=500, eval_every=50)
+#: Training overrides per architecture: the Transformer is capped at 1000 steps (its best checkpoint is used).
+FINDINGS_TRAIN = {"transformer": {"max_steps": 1000}, "transformer_nope": {"max_steps": 1000}}
+MEASURES = ("das",) + CONTROL_NAMES
+VALUE_COLUMNS = ("iia_test", "iia_changed_test", "iia_test_heldout", "iia_changed_test_heldout")
+
+
+def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: str = "multiobject",
+                   search: dict | None = None, train: dict | None = None, controls=CONTROL_NAMES,
+                   store=True, device: str = "auto", progress: bool = True) -> pd.DataFrame:
+    """Run the search and its controls for every architecture and network seed; return tidy rows.
+
+    search: DASConfig fields (default ``FINDINGS_SEARCH``: program up_down, variable count,
+    orthogonal, 16 dims). train: TrainConfig overrides for every architecture, merged over
+    ``FINDINGS_TRAIN``. One row per (arch, seed, measure), measure being ``das`` or a control.
+    """
+    cfg = DASConfig(**{**FINDINGS_SEARCH, **(search or {})})
+    t = make_task(task)
+    rows = []
+    for arch in archs:
+        for seed in seeds:
+            kw = {**FINDINGS_TRAIN.get(arch, {}), **(train or {})}
+            run = load_or_train(task, arch, int(seed), device=device, progress=progress, **kw)
+            t0 = time.perf_counter()
+            res = run_das_with_controls(run.model, t, cfg, controls=controls, progress=progress, store=store, seed=int(seed))
+            base = {"arch": arch, "seed": int(seed), "task": task, "program": cfg.program, "variable": cfg.variable,
+                    "alignment": cfg.alignment, "n_units": res.metrics["n_units"], "max_steps": cfg.max_steps,
+                    "trial_acc_train": run.summary.get("best_trial_acc_train"),
+                    "trial_acc_heldout": run.summary.get("best_trial_acc_heldout")}
+            m = res.metrics
+            rows.append({**base, "measure": "das", **{k: m.get(k) for k in VALUE_COLUMNS},
+                         "steps": m["steps"], "seconds": round(time.perf_counter() - t0, 1), "cached": bool(m.get("cached"))})
+            for name, c in m["controls"].items():
+                rows.append({**base, "measure": name, **{k: c.get(k) for k in VALUE_COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def summarise_findings(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% bootstrap interval over seeds, per (arch, measure)."""
+    cols = [c for c in VALUE_COLUMNS if c in df and df[c].notna().any()]
+    out = summarise(df, by=["arch", "measure"], values=cols)
+    order = {m: i for i, m in enumerate(MEASURES)}
+    return out.sort_values(["arch", "measure"], key=lambda s: s.map(order) if s.name == "measure" else s).reset_index(drop=True)
+
+
+def findings_markdown(summary: pd.DataFrame, value: str = "iia_changed_test") -> str:
+    """One markdown table: a row per architecture, a column per measure, cells 'mean [lo, hi]'."""
+    measures = [m for m in MEASURES if m in set(summary["measure"])]
+    lines = ["| architecture | " + " | ".join(measures) + " | seeds |", "|---|" + "---|" * (len(measures) + 1)]
+    for arch, g in summary.groupby("arch", sort=False):
+        cells = []
+        for m in measures:
+            r = g[g["measure"] == m]
+            cells.append(format_ci(r[value].iloc[0], r[f"{value}_lo"].iloc[0], r[f"{value}_hi"].iloc[0]) if len(r) and value in r else "")
+        lines.append(f"| {arch} | " + " | ".join(cells) + f" | {int(g['n'].iloc[0])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m symlib.findings", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--archs", default="gru,lstm,transformer")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--task", default="multiobject")
+    ap.add_argument("--program", default="up_down")
+    ap.add_argument("--variable", default="count")
+    ap.add_argument("--alignment", default="orthogonal")
+    ap.add_argument("--n-units", type=int, default=16)
+    ap.add_argument("--max-steps", type=int, default=FINDINGS_SEARCH["max_steps"])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="", help="CSV for the tidy table (default data/findings/<task>-<program>-<variable>-<alignment>.csv)")
+    args = ap.parse_args(argv)
+    archs = parse_list(args.archs, str, "archs")
+    seeds = parse_list(args.seeds, int, "seeds")
+    search = {"program": args.program, "variable": args.variable, "alignment": args.alignment, "n_units": args.n_units,
+              "max_steps": args.max_steps}
+    DASConfig(**{**FINDINGS_SEARCH, **search})  # bad names fail before any training
+    from .models import ARCH_NAMES
+    for a in archs:
+        check_choice("architecture", a, ARCH_NAMES)
+    df = findings_table(archs, seeds, args.task, search, device=args.device)
+    out = args.out or str(data_dir() / "findings" / f"{args.task}-{args.program}-{args.variable}-{args.alignment}.csv")
+    from pathlib import Path
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    summary = summarise_findings(df)
+    summary.to_csv(out.replace(".csv", "-summary.csv"), index=False)
+    budget = {**FINDINGS_SEARCH, **search}
+    print(f"\n{args.task}, {args.program} {args.variable}, {args.alignment} {args.n_units} dims; budget: {budget['max_steps']} steps, "
+          f"{budget['n_train']} train / {budget['n_val']} val / {budget['n_test']} test pairs; seeds {seeds}\n")
+    print("IIA on changed test pairs, mean [95% bootstrap interval over seeds]:\n")
+    print(findings_markdown(summary, "iia_changed_test"))
+    print("\nRaw IIA on test pairs:\n")
+    print(findings_markdown(summary, "iia_test"))
+    if "iia_changed_test_heldout" in summary:
+        print("\nIIA on changed test pairs with held-out counts (4, 9, 14, 17):\n")
+        print(findings_markdown(summary, "iia_changed_test_heldout"))
+    print(f"\ntables: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
