@@ -1,6 +1,8 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
 #   make book   - create .venv, install, run every notebook with papermill, write figures/
-#   make test   - create .venv, install, run the unit tests and every notebook at smoke size
+#   make test   - create .venv, install, run the unit tests and every notebook at smoke size,
+#                 then the findings tier (the book's claims at a reduced size, ~12 min)
+# make test-smoke runs only the first part; make findings writes the README's findings table.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare test test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare findings test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -39,8 +41,19 @@ book-compare: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json
 
-test: venv
+test: test-smoke test-findings
+
+test-smoke: venv
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider tests $(NOTEBOOKS)
+
+test-findings: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/test_findings.py
+
+# the README's findings: Up-Down count, orthogonal 16 dims, 600-step searches, 3 network seeds per
+# architecture, with every control; mean and 95% bootstrap interval over seeds (~35 min on a 2-core CPU
+# from nothing; searches and networks are cached, so a rerun or an added seed costs only what is new)
+findings: venv
+	$(BIN)/python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
@@ -52,6 +65,8 @@ notebooks-sync: venv
 bench: venv
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_das.py
+	$(BIN)/python benchmarks/bench_sweep.py
+	$(BIN)/python benchmarks/bench_rerun.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

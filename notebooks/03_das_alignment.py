@@ -10,54 +10,73 @@
 # # 03 · Is there a number variable inside? Distributed Alignment Search
 #
 # - **What it shows:** whether a trained network holds a *count* that can be swapped between
-#   trials like a program's variable: interchange interventions, learned alignments (DAS),
-#   interchange-intervention accuracy (IIA) against subspace size, four alignment functions,
-#   the controls that say what chance looks like, a "number line", and an explorer.
-# - **Runtime (2-thread CPU, default size):** about 7 minutes; the architecture x alignment
-#   comparison (`COMPARE = True`, `make book-compare`) adds about 15, mostly the Transformer's
-#   searches. Networks come from notebook 02 (trained here if missing). Searches stop at
-#   `MAX_STEPS`; more steps raise IIA a little.
+#   trials like a program's variable: a learned alignment (DAS), interchange-intervention
+#   accuracy (IIA) on test pairs, IIA on the pairs where the swap *changes* the answer, the
+#   controls that say what chance looks like, a number line scored out of sample, IIA against
+#   subspace size, four alignment functions, gradience by count, and an explorer.
+# - **Runtime (2-thread CPU, default size):** about 9 minutes from a trained network; a rerun
+#   with its searches cached takes well under a minute. `COMPARE = True` adds every
+#   architecture (about 15 minutes more). Networks come from notebook 02 (trained here if missing).
 # - **GPU:** optional; every search runs on CUDA when `DEVICE` picks it.
 
 # %% tags=["parameters"]
-ARCH = "gru"  # network to study in depth: gru, lstm, transformer, transformer_nope
+ARCH = "gru"  # network to study: gru, lstm, transformer, transformer_nope
 TASK = "multiobject"  # multiobject, singleobject, sameobject, multiobject_mod4, multiobject_round3
 SEED = 0  # seed of the network (as in notebook 02) and of the counterfactual pairs
-RUN_DIR = ""  # a run saved by notebook 02; empty: data/runs/<task>-<arch>-d128-s<seed>, trained now if missing
+RUN_DIR = ""  # a run saved by notebook 02 (its ARCH and TASK must match); empty: data/runs/<task>-<arch>-d128-s<seed>, trained now if missing
 PROGRAM = "up_down"  # the hypothesis: up_down, up_up or ctx_distr
-VARIABLE = "count"  # count, phase, count_phase (two blocks), full (every variable), null
+VARIABLE = "count"  # count, phase, count_phase (two blocks), full, null, or a program variable (demo_count, resp_count)
 N_UNITS = 16  # dims of each aligned block
 ALIGNMENT = "orthogonal"  # orthogonal (classic DAS), linear, revnet, boundless
-MAX_STEPS = 600  # upper bound on DAS steps per search; early stopping may end one sooner
+MAX_STEPS = 600  # step budget of every search in this chapter; early stopping may end one sooner
 N_TRAIN = 10000  # counterfactual training pairs
-N_VAL = 1000  # held-out counterfactual pairs that IIA is measured on
-SWEEP = "1,2,4,8,16,32"  # n_units values for the subspace-size sweep
-COMPARE = False  # also search GRU, LSTM and Transformer with every alignment function; adds about 15 minutes on CPU
+N_VAL = 1000  # validation pairs: stop the search, pick the best alignment
+N_TEST = 1000  # test pairs: every number reported
+N_TEST_HELDOUT = 500  # test pairs on held-out counts (4, 9, 14, 17); 0: none
+SWEEP = "1,2,4,8,16,32"  # subspace sizes for the sweep (comma-separated)
+COMPARE = False  # also search every architecture with every alignment function and its controls
+USE_STORE = True  # reuse searches cached in data/das_store (a rerun pays only for what is new)
 SMOKE = False  # tiny run for the test suite; the test suite also sets SYMLIB_SMOKE to 1
 DEVICE = "auto"  # auto (CUDA when present), cpu or cuda
 RESULTS_PATH = ""  # path for this notebook's key metrics as JSON; empty: write nothing
 
 # %%
 import time
+from dataclasses import replace
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 import symlib
 from symlib import plotting
+from symlib.controls import CHANGED_CONTROLS, run_das_with_controls
+from symlib.das import check_fits, make_search_pairs
 from symlib.widgets import intervention_explorer
 
+t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
+sweep = symlib.utils.parse_list(SWEEP, int, "SWEEP")[: 2 if smoke else None]
+train_kw = dict(d_model=32, max_steps=24, eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}
+# every check runs before any network is trained or anything is written
+if RUN_DIR:
+    run_cfg = symlib.training.run_config(RUN_DIR)
+    if (run_cfg.arch, run_cfg.task) != (ARCH, TASK):
+        raise ValueError(f"RUN_DIR holds a {run_cfg.arch} trained on {run_cfg.task}, but ARCH={ARCH!r} and TASK={TASK!r}: "
+                         "set them to match the run, or leave RUN_DIR empty")
+else:
+    run_cfg = symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
 das_cfg = symlib.DASConfig(
     program=PROGRAM, variable=VARIABLE, alignment=ALIGNMENT, n_units=N_UNITS, seed=SEED,
     max_steps=20 if smoke else MAX_STEPS, n_train=256 if smoke else N_TRAIN, n_val=128 if smoke else N_VAL,
+    n_test=128 if smoke else N_TEST, n_test_heldout=min(N_TEST_HELDOUT, 64) if smoke else N_TEST_HELDOUT,
     eval_every=10 if smoke else 50,
 )
-sweep = [int(x) for x in SWEEP.split(",")][: 2 if smoke else None]
-train_kw = dict(d_model=32, max_steps=24, eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}
 task = symlib.make_task(TASK)
-symlib.utils.check_choice("architecture", ARCH, symlib.ARCH_NAMES)  # fail now, not after training
-t_start = time.perf_counter()
+symlib.counterfactuals.variable_blocks(symlib.make_program(PROGRAM, task), VARIABLE)
+width = symlib.build_model(run_cfg.model_config()).state_size()  # the state the search intervenes on
+check_fits(das_cfg, width)
+store = symlib.ResultsStore() if USE_STORE else None
 das_cfg
 
 # %% [markdown]
@@ -66,180 +85,165 @@ das_cfg
 # trained now if there is none.
 
 # %%
-run = symlib.load_or_train(TASK, ARCH, SEED, run_dir=RUN_DIR, device=DEVICE, **train_kw)
-model = run.model
-print(f"{ARCH}: trial accuracy {run.summary['best_trial_acc_train']:.3f} (training counts), "
+run = symlib.load_or_train(TASK, ARCH, SEED, run_dir=RUN_DIR, device=DEVICE, **({} if RUN_DIR else train_kw))
+model, arch = run.model, run.config.arch
+print(f"{arch} on {run.config.task}: trial accuracy {run.summary['best_trial_acc_train']:.3f} (training counts), "
       f"{run.summary['best_trial_acc_heldout']:.3f} (held out); sites {model.sites}, default {model.default_site!r}")
 
 # %% [markdown]
-# ## 2. Counterfactual pairs
+# ## 2. Counterfactual pairs, in three splits
 # Each pair: a target trial intervened after token *i*, a source trial read after token *j*
 # (both drawn among demo and response tokens), and the program's counterfactual sequence.
-# The same pairs are used by every search below, so the numbers are comparable.
+# The search learns on *training* pairs; *validation* pairs decide when it stops and which
+# alignment it keeps; every number below is measured on *test* pairs (their own seed), and
+# on test pairs whose trials use the counts held out of training (4, 9, 14, 17).
+#
+# Many swaps do not change the program's answer (swapping a 3 for a 3, or a count the
+# program is about to overwrite). A network that ignores the swap gets those right for free,
+# so we report IIA on the **changed** pairs beside raw IIA.
 
 # %%
-prog = symlib.make_program(PROGRAM, task)
-train_pairs = symlib.make_pairs(task, prog, VARIABLE, das_cfg.n_train, seed=SEED)
-val_pairs = symlib.make_pairs(task, prog, VARIABLE, das_cfg.n_val, seed=SEED + 7919)
-print(f"{len(train_pairs)} training and {len(val_pairs)} validation pairs; the swap changes the "
-      f"program's answer in {float(val_pairs.changed.float().mean()):.0%} of them")
-i = int(torch.nonzero(val_pairs.changed)[0])
-print("example counterfactual:", task.decode(val_pairs.tokens[i]), f"(swap after token {int(val_pairs.pos[i])})")
+pairs = make_search_pairs(task, das_cfg)
+for name, p in pairs.items():
+    print(f"{name:13s} {len(p):6d} pairs; the swap changes the program's answer in {float(p.changed.float().mean()):.0%}")
+test = pairs["test"]
+i = int(torch.nonzero(test.changed)[0])
+print("example counterfactual:", task.decode(test.tokens[i]), f"(swap after token {int(test.pos[i])})")
 
 # %% [markdown]
-# ## 3. The search
-# The network is frozen; only the alignment learns. Its loss is the cross-entropy of the
-# network's predictions on the counterfactual sequence after the swap. **IIA** is then
-# measured on held-out pairs: the fraction where the intervened network produces the
-# program's counterfactual exactly (every response and the final `E`).
+# ## 3. The search and its controls
+# The network is frozen; only the alignment learns, by the cross-entropy of the network's
+# predictions on the counterfactual after the swap. **IIA** is the fraction of test pairs on
+# which the intervened network produces the program's counterfactual exactly (every response
+# and the final `E`). The controls run on the same test pairs, for the same alignment function:
+# - **no swap**: the network left alone: the chance level of raw IIA (0 on changed pairs by construction);
+# - **initial**: the alignment as initialised, untrained;
+# - **wrong labels**: the same search trained and tested on a fixed permutation of the swapped
+#   values: a map flexible enough to fit any labelling scores high here too;
+# - **wrong program**: the same search against another program's labels (Up-Up for Up-Down).
 
 # %%
-main = symlib.run_das(model, task, das_cfg, train_pairs, val_pairs)
+main = run_das_with_controls(model, task, das_cfg, store=store)
 m = main.metrics
-print({k: m[k] for k in ("iia_trial", "iia_token", "steps", "seconds", "seconds_to_iia_0.95", "stopped_because", "learned_n_units")})
+ctl = m["controls"]
+print(f"DAS: IIA {m['iia_test']:.3f} on test pairs, {m['iia_changed_test']:.3f} on changed ones "
+      f"({m['steps']} steps, {m['seconds']:.0f} s, {m['stopped_because']}); best control on changed pairs {m['control_max_changed_test']:.3f}")
+if "iia_changed_test_heldout" in m:
+    print(f"on held-out counts: IIA {m['iia_test_heldout']:.3f}, changed {m['iia_changed_test_heldout']:.3f}")
 
 # %%
-import matplotlib.pyplot as plt
-
-fig, ax = plt.subplots(figsize=(5.5, 3.2))
-ax.plot([h["step"] for h in main.history], [h["val_iia"] for h in main.history], "o-")
-ax.set_xlabel("DAS step"); ax.set_ylabel("validation trial IIA"); ax.set_ylim(-0.02, 1.02); ax.grid(alpha=0.3)
-ax.set_title(f"{ARCH}: aligning {PROGRAM} {VARIABLE} ({ALIGNMENT}, {N_UNITS} dims)", fontsize=10, loc="left")
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+if main.history:
+    axes[0].plot([h["step"] for h in main.history], [h["val_iia"] for h in main.history], "o-", label="all validation pairs")
+    axes[0].plot([h["step"] for h in main.history], [h["val_iia_changed"] for h in main.history], "s--", label="changed pairs")
+axes[0].set_xlabel("DAS step"); axes[0].set_ylabel("validation trial IIA"); axes[0].set_ylim(-0.02, 1.02); axes[0].grid(alpha=0.3)
+axes[0].legend(frameon=False, fontsize=8)
+axes[0].set_title(f"{arch}: the search ({ALIGNMENT}, {N_UNITS} dims)", fontsize=10, loc="left")
+bars = {"DAS": m, **ctl}
+x = np.arange(len(bars))
+axes[1].bar(x - 0.2, [v["iia_test"] for v in bars.values()], 0.4, label="all test pairs", color="#9ecae1", edgecolor="black", linewidth=0.4)
+axes[1].bar(x + 0.2, [v["iia_changed_test"] or 0 for v in bars.values()], 0.4, label="changed pairs", color="#2b7bba", edgecolor="black", linewidth=0.4)
+axes[1].set_xticks(x, [k.replace("_", " ") for k in bars], rotation=15)
+axes[1].set_ylabel("trial IIA (test)"); axes[1].set_ylim(0, 1.05); axes[1].legend(frameon=False, fontsize=8)
+axes[1].set_title(f"{arch}: {PROGRAM} {VARIABLE} against its controls", fontsize=10, loc="left")
 fig.tight_layout()
-plotting.save_figure(fig, f"03_das_curve_{ARCH}")
-assert 0.0 <= m["iia_trial"] <= 1.0 and m["steps"] >= 1
-
-# %% [markdown]
-# ## 4. What chance looks like: controls
-# An IIA means little alone. Four controls on the same validation pairs:
-# - **no swap**: the network left alone (how often the counterfactual is what it would do anyway);
-# - **random rotation**: the alignment as initialised, untrained;
-# - **shuffled labels**: the search trained on pairs whose sources were shuffled;
-# - **untrained network**: the same search on a randomly initialised network of the same kind.
-
-# %%
-def untrained_like(m):
-    torch.manual_seed(SEED + 12345)
-    return symlib.build_model(m.config).to(m.device).eval()
-
-
-controls = symlib.das_controls(model, task, das_cfg, untrained_model=untrained_like(model), train_data=train_pairs, val_data=val_pairs)
-bars = {"DAS": m["iia_trial"], **{k.replace("control_", "").replace("_iia", ""): v for k, v in controls.items()}}
+plotting.save_figure(fig, f"03_controls_{arch}")
+print(f"{'':14s} {'IIA':>6s} {'changed':>8s}")
 for k, v in bars.items():
-    print(f"{k:18s} trial IIA {v:.3f}")
-fig, ax = plt.subplots(figsize=(5.5, 3))
-ax.bar(list(bars), list(bars.values()), color=["#2b7bba"] + ["#aaaaaa"] * (len(bars) - 1))
-ax.set_ylabel("trial IIA"); ax.set_ylim(0, 1.05); ax.set_title(f"{ARCH}: {PROGRAM} {VARIABLE} against controls", fontsize=10, loc="left")
-plt.setp(ax.get_xticklabels(), rotation=20)
-fig.tight_layout()
-plotting.save_figure(fig, f"03_controls_{ARCH}")
-if not smoke and ARCH in ("gru", "lstm") and PROGRAM == "up_down" and VARIABLE == "count":
-    # finding 1: recurrent networks hold an Up-Down count, far above every control
-    assert m["iia_trial"] >= 0.9 and m["iia_trial"] > max(controls.values()) + 0.3, (m, controls)
+    print(f"{k:14s} {v['iia_test']:6.3f} {v['iia_changed_test']:8.3f}")
+assert 0.0 <= m["iia_test"] <= 1.0 and set(ctl) == set(symlib.CONTROL_NAMES)
+if not smoke and arch in ("gru", "lstm") and TASK == "multiobject" and PROGRAM == "up_down" and VARIABLE == "count":
+    # finding 1: recurrent networks hold an Up-Down count, far above every control on the changed pairs
+    assert m["iia_changed_test"] >= 0.85 and m["iia_changed_test"] > m["control_max_changed_test"] + 0.3, (m, ctl)
 
 # %% [markdown]
-# ## 5. A number line
-# Project the network's natural states (every demo and response position of fresh trials)
-# onto the learned count subspace, and read off the single direction in it that best tracks
-# the program's count. If the network counts like Up-Down, states line up by count, demo and
-# response phase alike.
+# ## 4. A number line, scored out of sample
+# Project natural states (every demo and response position of fresh trials) on the learned
+# subspace, fit a linear read-out of the program's count on half of the trials and score it on
+# the other half. Beside it: random subspaces of the same size. If random subspaces read the
+# count as well, the number line shows only that the count is linearly decodable from the
+# state, not that the aligned subspace *is* the count. The sharper test is a 1-dim alignment
+# (section 5): its single coordinate, with no fitting at all.
 
 # %%
-gen = torch.Generator().manual_seed(SEED + 5)
-nat = task.sample(64 if smoke else 400, "train", gen, unk_p=0.0)
-with torch.no_grad():
-    states = model.states(nat.tokens.to(model.device), model.default_site)
-trace = prog.trace(nat)
-L = nat.tokens.shape[1]
-idx = torch.arange(L)[None, :]
-keep = (idx >= 1) & (idx < (nat.lengths - 1)[:, None]) & (idx != nat.trigger_pos[:, None])
-H = states.detach().float().cpu()[keep]
-value, phase = prog.read({k: v[keep] for k, v in trace.items()}, prog.number_variable).numpy(), trace["phase"][keep].numpy()
-with torch.no_grad():
-    Z = main.alignment.to("cpu").block(H, 0).numpy() if ALIGNMENT != "boundless" else main.alignment.to("cpu").aligned(H)[:, : main.alignment.n_units].numpy()
+states = symlib.natural_states(model, task, PROGRAM, n_trials=64 if smoke else 400, seed=SEED)
+line = symlib.number_line(main.alignment.cpu(), states, n_random=5 if smoke else 20, seed=SEED)
 main.alignment.to(model.device)
-X = np.c_[Z, np.ones(len(Z))]
-w, *_ = np.linalg.lstsq(X, value.astype(float), rcond=None)
-coord = X @ w
-r = float(np.corrcoef(coord, value)[0, 1])
-fig = plotting.plot_number_line(coord, value, phase, title=f"{ARCH}: states on the learned count direction (r = {r:.2f})")
-plotting.save_figure(fig, f"03_number_line_{ARCH}")
-print(f"correlation of the projection with the program's count: {r:.3f}")
-assert np.isfinite(r)
+fig = plotting.plot_number_line(line["coord_test"], line["value_test"], line["phase_test"],
+                                title=f"{arch}: held-out states on the learned subspace (r = {line['r_test']:.3f}; random subspaces {line['r_test_random_mean']:.3f})")
+plotting.save_figure(fig, f"03_number_line_{arch}")
+print(f"r on held-out trials: learned {line['r_test']:.3f}, random {line['n_units']}-dim subspaces {line['r_test_random_mean']:.3f} "
+      f"[{line['r_test_random_p05']:.3f}, {line['r_test_random_p95']:.3f}]; in-sample {line['r_fit']:.3f}")
+assert np.isfinite(line["r_test"])
 
 # %% [markdown]
-# ## 6. How many dimensions does the count need?
-# Sweep the subspace size. A symbol-like variable should be swappable in few dimensions.
+# ## 5. How many dimensions does the count need?
+# Every size runs the same budget (`MAX_STEPS`, no early stop), all in one batched pass over
+# the frozen network, so the curve shows what size buys rather than how fast each size learns.
 
 # %%
-curve = {}
-for k in sweep:
-    if k == N_UNITS and ALIGNMENT == "orthogonal":
-        curve[k] = m["iia_trial"]
-        continue
-    if k * train_pairs.swap.shape[1] > model.state_size():
-        continue
-    r_k = symlib.run_das(model, task, das_cfg, train_pairs, val_pairs, alignment="orthogonal", n_units=k, progress=False)
-    curve[k] = r_k.metrics["iia_trial"]
-    print(f"n_units={k:3d}: trial IIA {curve[k]:.3f} ({r_k.metrics['steps']} steps)")
-fig = plotting.plot_iia_vs_units({f"{ARCH} (orthogonal)": curve}, chance=controls["control_no_swap_iia"], title=f"{ARCH}: IIA against subspace size")
-plotting.save_figure(fig, f"03_iia_vs_units_{ARCH}")
-assert all(0 <= v <= 1 for v in curve.values())
+t0 = time.perf_counter()
+sweep_res = symlib.subspace_sweep(model, task, replace(das_cfg, alignment="orthogonal"), sweep, store=store)
+sweep_seconds = max(r.metrics["seconds"] for r in sweep_res.values()) if sweep_res else 0.0
+iia_vs_units = {k: {"iia_test": r.metrics["iia_test"], "iia_changed_test": r.metrics["iia_changed_test"]} for k, r in sweep_res.items()}
+for k, v in iia_vs_units.items():
+    print(f"n_units={k:3d}: IIA {v['iia_test']:.3f}, changed {v['iia_changed_test']:.3f}")
+print(f"the sweep of {len(sweep_res)} sizes searched in {sweep_seconds:.0f} s; the main search took {m['seconds']:.0f} s "
+      f"(this call: {time.perf_counter() - t0:.0f} s, cached searches are loaded)")
+own = None
+if 1 in sweep_res:
+    own = symlib.number_line(sweep_res[1].alignment.cpu(), states, n_random=0, seed=SEED)["r_own_coordinate"]
+    print(f"the 1-dim alignment's own coordinate against the count, no fitting: r = {own:.3f}")
+fig = plotting.plot_iia_vs_units({f"{arch}: all pairs": {k: v["iia_test"] for k, v in iia_vs_units.items()},
+                                  f"{arch}: changed pairs": {k: v["iia_changed_test"] for k, v in iia_vs_units.items()}},
+                                 chance=ctl["no_swap"]["iia_test"], title=f"{arch}: test IIA against subspace size ({das_cfg.max_steps} steps each)")
+plotting.save_figure(fig, f"03_iia_vs_units_{arch}")
+assert all(0 <= v["iia_test"] <= 1 for v in iia_vs_units.values())
 
 # %% [markdown]
-# ## 7. Alignment functions and architectures
+# ## 6. Alignment functions and architectures
 # Classic DAS rotates (orthogonal). A general invertible linear map, a nonlinear reversible
-# network (revnet) and a rotation with a *learned* subspace size (boundless, which needs no
-# sweep) are the alternatives. Every alignment function runs on `ARCH`; with `COMPARE`, every
-# architecture gets every alignment function and the controls, on the same pairs.
+# network (revnet) and a rotation that learns its own subspace size (boundless) are the
+# alternatives. The more expressive a map, the more it could fit labels that no variable
+# explains, so each alignment function gets its own controls, on the same test pairs. With
+# `COMPARE`, every architecture gets every alignment function.
 
 # %%
-archs = ["gru", "lstm", "transformer"] if COMPARE else [ARCH]
-table, learned_units, seconds = {}, {}, {}
-for arch in archs:
-    net = model if arch == ARCH else symlib.load_or_train(TASK, arch, SEED, device=DEVICE, **train_kw).model
-    row = {}
+archs = ["gru", "lstm", "transformer"] if COMPARE else [arch]
+table = []
+for a in archs:
+    net = model if a == arch else symlib.load_or_train(TASK, a, SEED, device=DEVICE, **train_kw).model
     for kind in symlib.ALIGNMENT_NAMES:
-        if arch == ARCH and kind == ALIGNMENT:
-            res = main
-        else:
-            res = symlib.run_das(net, task, das_cfg, train_pairs, val_pairs, alignment=kind, progress=False)
-        row[kind] = res.metrics["iia_trial"]
-        seconds[f"{arch}/{kind}"] = res.metrics["seconds"]
-        if kind == "boundless":
-            learned_units[arch] = res.metrics["learned_n_units"]
-    ctl = controls if arch == ARCH else symlib.das_controls(net, task, das_cfg, untrained_model=untrained_like(net), train_data=train_pairs, val_data=val_pairs)
-    row.update({f"control: {k.replace('control_', '').replace('_iia', '').replace('_', ' ')}": v for k, v in ctl.items()})
-    table[arch] = row
-    print(arch, {k: round(v, 3) for k, v in row.items()}, "boundless kept", learned_units.get(arch), "dims")
-
-fig = plotting.plot_iia_bars(table, title=f"Trial IIA of {PROGRAM} {VARIABLE} ({N_UNITS} dims; boundless learns its own)")
-plotting.save_figure(fig, "03_iia_table")
-cols = list(next(iter(table.values())))
-print("| architecture | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
-for arch, row in table.items():
-    print(f"| {arch} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
-if not smoke and COMPARE and PROGRAM == "up_down" and VARIABLE == "count":
-    # findings 1 and 2: recurrent networks align with an Up-Down count; a Transformer's
-    # single-position count swap transfers far less well
-    assert table["gru"]["orthogonal"] >= 0.9 and table["lstm"]["orthogonal"] >= 0.9, table
-    assert table["transformer"]["orthogonal"] < table["gru"]["orthogonal"], table
+        res = main if (a == arch and kind == ALIGNMENT) else run_das_with_controls(net, task, replace(das_cfg, alignment=kind), store=store, progress=False)
+        r = res.metrics
+        table.append({"arch": a, "alignment": kind, "iia_test": r["iia_test"], "iia_changed_test": r["iia_changed_test"],
+                      "iia_changed_test_heldout": r.get("iia_changed_test_heldout"), "n_units": r["n_units"],
+                      "learned_n_units": r["learned_n_units"], "boundary": r["boundary"], "steps": r["steps"], "seconds": r["seconds"],
+                      "control_max_changed_test": r["control_max_changed_test"], "controls": r["controls"]})
+        print(f"{a:12s} {kind:10s} IIA {r['iia_test']:.3f} changed {r['iia_changed_test']:.3f} | controls on changed: "
+              + ", ".join(f"{k} {v['iia_changed_test']:.3f}" for k, v in r["controls"].items())
+              + (f" | boundless kept {r['n_units']} dims (boundary {r['boundary']:.2f})" if kind == "boundless" else ""))
+fig = plotting.plot_iia_bars({f"{row['arch']}\n{row['alignment']}": {"DAS": row["iia_changed_test"],
+                              **{f"control: {k.replace('_', ' ')}": v["iia_changed_test"] for k, v in row["controls"].items() if k in CHANGED_CONTROLS}}
+                              for row in table}, title=f"IIA on changed test pairs, {PROGRAM} {VARIABLE}, each alignment with its own controls")
+plotting.save_figure(fig, "03_iia_table" if COMPARE else f"03_iia_table_{arch}")
+boundless = next(row for row in table if row["arch"] == arch and row["alignment"] == "boundless")
+assert all(0 <= row["iia_test"] <= 1 for row in table) and 0 <= boundless["learned_n_units"] <= width
 
 # %% [markdown]
-# ## 8. Gradience: which swaps work?
-# IIA broken down by the count value swapped in and the target trial's N. Larger numbers
-# are often less precise.
+# ## 7. Gradience: which swaps work?
+# Test IIA broken down by the count value swapped in and the target trial's N.
 
 # %%
 va, vb, M = symlib.iia_table(main.rows, "source_value", "target_count")
-fig = plotting.plot_iia_matrix(va, vb, M, title=f"{ARCH}: trial IIA by swapped-in count and target N")
-plotting.save_figure(fig, f"03_iia_by_count_{ARCH}")
+fig = plotting.plot_iia_matrix(va, vb, M, title=f"{arch}: test IIA by swapped-in count and target N")
+plotting.save_figure(fig, f"03_iia_by_count_{arch}")
 by_value = {int(v): float(np.nanmean(row)) for v, row in zip(va, M)}
 print("IIA by swapped-in count:", {k: round(v, 2) for k, v in by_value.items()})
 assert M.shape == (len(va), len(vb))
 
 # %% [markdown]
-# ## 9. Explore
+# ## 8. Explore
 # Pick a target trial and where to intervene, a source trial and where to read it, and see
 # the program's counterfactual beside what the intervened network does by itself (the
 # network's answer after `|` is its own, fed back token by token). Needs a live kernel.
@@ -250,19 +254,23 @@ explorer
 
 # %% [markdown]
 # ## Summary
-# - The recurrent networks hold a count that can be swapped like Up-Down's variable; the
-#   controls show how far above chance that is.
-# - The Transformer's state at one position does not carry a transferable count in the same
-#   way, as expected of a context-distributed (Ctx-Distr-like) solution.
-# - The sweep shows how many dimensions the count needs; boundless DAS finds a size itself.
+# - The changed-pair IIA against the best control that can score there is the number to read:
+#   raw IIA and the no-swap control share the free points of swaps that change nothing.
+# - Recurrent networks hold a count that can be swapped like Up-Down's variable, also on
+#   counts held out of training; a Transformer's state at one position does not.
+# - A number line fitted on the learned subspace says little on its own (random subspaces
+#   read the count too); a 1-dim alignment's own coordinate is the sharper evidence.
+# - `make findings` repeats the main search and its controls over network seeds, with intervals.
 
 # %%
 symlib.write_results(RESULTS_PATH, {
-    "arch": ARCH, "task": TASK, "program": PROGRAM, "variable": VARIABLE, "alignment": ALIGNMENT, "n_units": N_UNITS,
-    "iia_trial": m["iia_trial"], "iia_token": m["iia_token"], "steps": m["steps"], "seconds": m["seconds"],
-    "seconds_to_iia_0.95": m["seconds_to_iia_0.95"],
-    "learned_n_units": learned_units.get(ARCH, m["learned_n_units"]),
-    **controls, "iia_vs_units": curve, "table": table, "learned_n_units_by_arch": learned_units,
-    "search_seconds": seconds, "number_line_r": r, "iia_by_source_value": by_value,
+    "arch": arch, "task": TASK, "program": PROGRAM, "variable": VARIABLE, "alignment": ALIGNMENT, "n_units": m["n_units"],
+    "max_steps": das_cfg.max_steps, "n_test": m["n_test"],
+    **{k: m.get(k) for k in ("iia_test", "iia_changed_test", "iia_token_test", "iia_test_heldout", "iia_changed_test_heldout",
+                             "iia_val", "steps", "best_step", "seconds", "stopped_because", "learned_n_units", "boundary",
+                             "control_max_changed_test", "changed_fraction_test")},
+    "controls": ctl, "iia_vs_units": iia_vs_units, "sweep_seconds": sweep_seconds, "table": table,
+    "number_line": {k: line[k] for k in ("r_test", "r2_test", "r_fit", "r_test_random_mean", "r_test_random_p05", "r_test_random_p95", "n_units")},
+    "r_own_coordinate_1dim": own, "iia_by_source_value": by_value,
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
 })

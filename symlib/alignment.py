@@ -1,7 +1,7 @@
 """Alignment functions for DAS/MAS: invertible maps whose leading coordinates hold the
 aligned variables, one contiguous block of ``n_units`` dims per variable.
 
-Interchange for the blocks a row swaps (SPEC section 5)::
+Interchange for the blocks a row swaps (README, "The science in brief")::
 
     h' = A^-1( (1 - m) * A(h_target) + m * A(h_source) )
 
@@ -333,10 +333,14 @@ class BoundlessAlignment(AlignmentFunction):
     #: converged: b moved < converge_tol dims over the last converge_steps steps (>= 2 evaluations)
     converge_steps = 150
     converge_tol = 0.5
+    straight_through = True
+    boundary_betas = None
+    #: fraction of each training batch cut at a random boundary below b (see row_masks)
+    nested = 0.5
 
     def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.01,
                  tau_start: float | None = None, tau_end: float | None = None, anneal_steps: int | None = None,
-                 converge_steps: int | None = None, converge_tol: float | None = None):
+                 converge_steps: int | None = None, converge_tol: float | None = None, nested: float | None = None):
         if block_sizes is not None and len(block_sizes) != 1:
             raise ValueError("a boundless alignment learns the size of one block; for several variables use 'orthogonal'")
         if block_sizes is not None and block_sizes[0] > d:
@@ -349,21 +353,32 @@ class BoundlessAlignment(AlignmentFunction):
             raise ValueError(f"size_weight must be >= 0, got {size_weight}")
         self.init_units, self.size_weight = init, float(size_weight)
         for name, value in (("tau_start", tau_start), ("tau_end", tau_end), ("anneal_steps", anneal_steps),
-                            ("converge_steps", converge_steps), ("converge_tol", converge_tol)):
+                            ("converge_steps", converge_steps), ("converge_tol", converge_tol), ("nested", nested)):
             if value is not None:
                 setattr(self, name, type(getattr(type(self), name))(value))
         if not (self.tau_start > 0 and self.tau_end > 0 and self.anneal_steps >= 0 and self.converge_steps >= 0):
             raise ValueError("temperatures must be > 0 and step counts >= 0")
         self.rot = _rotation(d)
         self.log_boundary = nn.Parameter(torch.tensor(math.log(init)))
+        # the random cuts of row_masks draw from their own generator, seeded from the global one
+        # here (so make_alignment's seed fixes them) and never touching it while training
+        self._gen = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
         self.register_buffer("temperature", torch.tensor(float(self.tau_start)))
 
     # ---- the size -------------------------------------------------------------------
 
     @property
     def boundary(self) -> torch.Tensor:
-        """The soft boundary b in dims (a differentiable scalar tensor, > 0)."""
-        return self.log_boundary.exp()
+        """The soft boundary b in dims (a differentiable scalar tensor, > 0).
+
+        Its value is exp(log_boundary), but the gradient reaching log_boundary is dL/db
+        itself (straight through), not b dL/db: the latter shrinks with b, and Adam, which
+        remembers past gradient sizes for ~1000 steps, would then slow b down as it falls.
+        """
+        u = self.log_boundary
+        if not self.straight_through:
+            return u.exp()
+        return u.detach().exp() + (u - u.detach())
 
     @property
     def boundary_value(self) -> float:
@@ -390,6 +405,27 @@ class BoundlessAlignment(AlignmentFunction):
             return (j < self.n_units).float()
         return torch.sigmoid((self.boundary - j - 0.5) / self.temperature)
 
+    def row_masks(self, n: int) -> torch.Tensor:
+        """Swap weights for a training batch of n rows: (n, d).
+
+        A fraction ``nested`` of the rows is cut at a random boundary t, uniform in
+        [0, 2b + 2] (b detached; capped at d), the rest use b. The cut rows make the
+        rotation order its coordinates by how much they matter, as nested dropout does,
+        below b and above it: so the coordinate just past b holds the next most useful
+        direction, the loss's gradient at b says what one more (or one fewer) dim is really
+        worth, and b can move either way without waiting for the rotation to squeeze the
+        variable in, or to fill the coordinates it has never swapped. Only the rows at b
+        carry the loss's gradient to b.
+        """
+        j = torch.arange(self.d, device=self.log_boundary.device, dtype=torch.float32)
+        b = self.boundary
+        cut = torch.rand(n, generator=self._gen) < self.nested
+        frac = torch.rand(n, generator=self._gen)
+        cut, frac = cut.to(j.device), frac.to(j.device)
+        top = torch.clamp(2 * b.detach() + 2, max=float(self.d))
+        t = torch.where(cut, top * frac, b.expand(n))
+        return torch.sigmoid((t[:, None] - j - 0.5) / self.temperature)
+
     # ---- the map --------------------------------------------------------------------
 
     def forward(self, h):
@@ -404,6 +440,8 @@ class BoundlessAlignment(AlignmentFunction):
             swap = swap[:, :1]
         else:
             swap = swap[:, None]
+        if self.training and self.nested > 0:
+            return swap * self.row_masks(swap.shape[0])
         return swap * self.soft_mask()[None, :]
 
     def interchange(self, h_t, h_s, swap, source=None):
@@ -421,8 +459,10 @@ class BoundlessAlignment(AlignmentFunction):
         return self.size_weight * self.soft_mask().sum()
 
     def param_groups(self, lr: float) -> list[dict]:
-        return [{"params": [p for n, p in self.named_parameters() if n != "log_boundary"], "lr": lr},
-                {"params": [self.log_boundary], "lr": self.boundary_lr}]
+        g = {"params": [self.log_boundary], "lr": self.boundary_lr}
+        if self.boundary_betas is not None:
+            g["betas"] = tuple(self.boundary_betas)
+        return [{"params": [p for n, p in self.named_parameters() if n != "log_boundary"], "lr": lr}, g]
 
     def temperature_at(self, step: int) -> float:
         """The schedule: geometric from tau_start to tau_end over anneal_steps, then tau_end."""
@@ -457,7 +497,7 @@ class BoundlessAlignment(AlignmentFunction):
     def describe(self):
         return {**super().describe(), "init_units": self.init_units, "size_weight": self.size_weight,
                 "tau_start": self.tau_start, "tau_end": self.tau_end, "anneal_steps": self.anneal_steps,
-                "converge_steps": self.converge_steps, "converge_tol": self.converge_tol,
+                "converge_steps": self.converge_steps, "converge_tol": self.converge_tol, "nested": self.nested,
                 "boundary": self.boundary_value, "n_units": self.n_units}
 
 
@@ -470,7 +510,7 @@ _DESCRIBED_ARGS: dict[str, tuple[str, ...]] = {
     "orthogonal": (),
     "linear": ("max_cond",),
     "revnet": ("n_layers", "hidden"),
-    "boundless": ("init_units", "size_weight", "tau_start", "tau_end", "anneal_steps", "converge_steps", "converge_tol"),
+    "boundless": ("init_units", "size_weight", "tau_start", "tau_end", "anneal_steps", "converge_steps", "converge_tol", "nested"),
 }
 
 

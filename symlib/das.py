@@ -315,7 +315,7 @@ def _search(model, active_members, shared_site, member_sites, all_members, progr
                         b = p[0].shape[0]
                         n = int(counts[row0:row0 + b].sum())
                         l_m = das_loss(logits[start:start + n], nxt[start:start + n], on_mask[start:start + n], m.cfg.loss_on)
-                        losses[id(m)] = float(l_m)
+                        losses[id(m)] = float(l_m.detach())
                         loss = loss + l_m + m.align.penalty()
                         start, row0 = start + n, row0 + b
                 opt.zero_grad(set_to_none=True)

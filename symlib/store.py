@@ -83,7 +83,8 @@ class ResultsStore:
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
         try:
             atomic_write_json(tmp / "result.json", {"config": asdict(result.config), "metrics": result.metrics,
-                                                    "history": result.history, "alignment": result.alignment.describe()})
+                                                    "history": result.history, "alignment": result.alignment.describe()},
+                              digits=None)  # exact: a cached result must equal the fresh one
             torch.save({k: v.detach().cpu() for k, v in result.alignment.state_dict().items()}, tmp / "alignment.pt")
             np.savez(tmp / "rows.npz", **{k: np.asarray(v) for k, v in result.rows.items()})
             os.chmod(tmp, 0o755)

@@ -5,7 +5,7 @@ import torch
 
 from .alignment import AlignmentFunction
 from .counterfactuals import pairs_from_trials
-from .das import network_rollout
+from .iia import network_rollout
 from .models import SequenceModel
 from .programs import make_program
 from .tasks import Task

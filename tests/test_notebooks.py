@@ -78,13 +78,46 @@ def test_bad_architecture_fails_fast_and_writes_nothing(tmp_path):
 
 
 def test_das_notebook_with_other_parameters(tmp_path):
-    """03 on an LSTM with a boundless alignment reports a learned size and the controls; with
-    COMPARE its table covers every architecture and alignment function."""
+    """03 on an LSTM with a boundless alignment: test-split IIA and changed-pair IIA, every control with
+    both numbers on the same test pairs, the learned size and boundary, the sweep with its timing; with
+    COMPARE its table has one row per architecture and alignment function, each with its own controls.
+    SWEEP given as a number (papermill passes numbers) works."""
     res = tmp_path / "m.json"
-    _run("03_das_alignment.ipynb", tmp_path, ARCH="lstm", ALIGNMENT="boundless", COMPARE=True, SMOKE=True, RESULTS_PATH=str(res))
+    _run("03_das_alignment.ipynb", tmp_path, ARCH="lstm", ALIGNMENT="boundless", COMPARE=True, SWEEP=2, SMOKE=True, RESULTS_PATH=str(res))
     m = json.loads(res.read_text())
-    for key in ("iia_trial", "iia_token", "control_untrained_iia", "control_random_rotation_iia", "control_shuffled_iia", "learned_n_units", "steps", "seconds"):
+    for key in ("iia_test", "iia_changed_test", "iia_token_test", "iia_changed_test_heldout", "controls", "learned_n_units",
+                "boundary", "iia_vs_units", "sweep_seconds", "seconds", "steps", "table", "number_line"):
         assert key in m, key
-    assert m["arch"] == "lstm" and isinstance(m["learned_n_units"], int) and 1 <= m["learned_n_units"] <= 128
-    assert list(m["table"]) == ["gru", "lstm", "transformer"]
-    assert all(set(symlib_alignments) <= set(row) for row in m["table"].values())
+    assert m["arch"] == "lstm" and isinstance(m["learned_n_units"], int) and 0 <= m["learned_n_units"] <= 32
+    assert isinstance(m["boundary"], float)
+    assert set(m["controls"]) == {"no_swap", "initial", "wrong_labels", "wrong_program"}
+    assert all({"iia_test", "iia_changed_test"} <= set(c) for c in m["controls"].values())
+    assert list(m["iia_vs_units"]) == ["2"]
+    assert [(r["arch"], r["alignment"]) for r in m["table"]] == [(a, k) for a in ("gru", "lstm", "transformer") for k in symlib_alignments]
+    for row in m["table"]:
+        assert {"iia_test", "iia_changed_test"} <= set(row) and set(row["controls"]) == set(m["controls"])
+    assert oct(res.stat().st_mode & 0o044) == oct(0o044), "metrics are readable by others"
+
+
+def _runs():
+    runs = Path(os.environ["SYMLIB_DATA"]) / "runs"
+    return set(runs.iterdir()) if runs.exists() else set()
+
+
+def test_das_notebook_rejects_bad_input_before_any_work(tmp_path):
+    """A subspace wider than the state fails in the first cells, before a network is trained, naming both sizes."""
+    before = _runs()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("03_das_alignment.ipynb", tmp_path, N_UNITS=500, SEED=11, SMOKE=True)
+    assert "500" in str(err.value) and "32" in str(err.value)
+    assert _runs() == before
+
+
+def test_das_notebook_checks_run_dir_against_arch_and_task(tmp_path):
+    """RUN_DIR holding an LSTM on MultiObject with TASK=singleobject stops at once, naming what the run holds."""
+    res = tmp_path / "m.json"
+    _run("02_train_models.ipynb", tmp_path, ARCH="lstm", SEED=5, D_MODEL=32, SMOKE=True, RESULTS_PATH=str(res))
+    run_dir = json.loads(res.read_text())["run_dir"]
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("03_das_alignment.ipynb", tmp_path, RUN_DIR=run_dir, ARCH="lstm", TASK="singleobject", SMOKE=True)
+    assert "lstm" in str(err.value) and "multiobject" in str(err.value) and "singleobject" in str(err.value)

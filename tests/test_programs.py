@@ -34,7 +34,7 @@ def _worked_example_target():
     return tgt
 
 
-# ---- the SPEC worked example ---------------------------------------------------------
+# ---- the worked example of the README (The science in brief) ---------------------------------------------------------
 
 def test_spec_worked_example_swap_count_and_phase():
     """Up-Down, N=4 target at its first R, source count=2 in the demo phase: 'B D D D D T R' + 'D D T R R R R E'."""
