@@ -298,23 +298,32 @@ class BoundlessAlignment(AlignmentFunction):
     Coordinate j of the rotated state is swapped with weight ``sigmoid((b - j - 0.5) / tau)``,
     so b is a soft boundary: coordinates well below it are swapped, those above it kept.
     The search learns the rotation and b against the loss plus ``size_weight * soft size``
-    (the soft size is the sum of the weights, about b): a cost in nats per swapped dim,
-    so b settles where one more dim lowers the loss by about ``size_weight``. At evaluation
+    (the soft size is the sum of the weights, about b): a cost in nats per swapped dim, so
+    b settles where one more dim lowers the loss by about ``size_weight``. At evaluation
     (eval mode) exactly ``n_units = round(b)`` coordinates are swapped, clamped to [0, d];
     0 means that nothing is swapped. One block only; ``block_sizes`` is only checked.
 
-    How it is made to learn a size rather than drift:
+    What makes it learn a size rather than drift (each measured on a trained GRU):
 
-    - b is learned as log b, so Adam, whose steps have a fixed size whatever the
-      gradient's, moves it by a fixed *fraction* per step (``boundary_lr``): 4 -> 12 dims
-      and 48 -> 16 dims take about as many steps, and b never goes negative.
-    - the temperature is annealed from ``tau_start`` to ``tau_end`` over ``anneal_steps``
-      and then held: at ``tau_end`` (default 0.35) the weight of a coordinate a whole dim
-      inside the boundary is 0.95, near the hard mask of evaluation, while the coordinates
-      next to the boundary still pass the loss's gradient to b (at 0.05 it vanished but
-      within 0.1 of a half-integer, and the penalty alone moved b).
-    - it stops on its own rule (``stop_reason``): when b has moved by less than
-      ``converge_tol`` dims over the last ``converge_steps`` steps after the anneal.
+    - b is stored as log b, so Adam's steps, whose size does not depend on the gradient's,
+      move it by a fixed *fraction* (``boundary_lr``): halving or doubling b takes ~35
+      steps at any size (48 -> 4 dims ~125), where a step of fixed dims is either too slow
+      at 48 or too coarse at 2. The gradient reaching log b is dL/db (see ``boundary``).
+    - nested cuts (``row_masks``): part of each batch is swapped at a random boundary
+      below 2b + 2, which makes the rotation order its coordinates by importance, so the
+      gradient at b measures what one dim more or less is really worth. Without them b
+      ran ahead of the rotation (which only squeezes the variable in dim by dim) and
+      could not grow into coordinates the rotation had never been asked to fill.
+    - b is held for ``hold_steps`` while the rotation leaves its random start (the
+      gradient on b is then mostly noise, and would stall Adam for a thousand steps),
+      and the temperature is annealed from ``tau_start`` to ``tau_end`` over
+      ``anneal_steps`` and then held: at 0.35 a coordinate a whole dim inside the boundary
+      is swapped at 0.95, near the hard mask of evaluation, while the coordinates next to
+      b still pass the loss's gradient to it (at 0.05 it vanished but near half-integers).
+    - its own stopping rule (``stop_reason``): b moved less than ``converge_tol`` dims
+      over the last ``converge_steps`` steps after the anneal. With ``polish_patience``
+      > 0 the size is then fixed (``fixed_units``) and the rotation alone trains on, with
+      the hard mask, until the validation loss has not improved for that many evaluations.
 
     Constructor: init_units: starting size in dims (None: ``default_init``, capped at d);
     size_weight: the penalty per soft dim; the others override the class defaults below.
@@ -330,17 +339,25 @@ class BoundlessAlignment(AlignmentFunction):
     tau_start = 1.0
     tau_end = 0.35
     anneal_steps = 200
+    #: b is held still for the first hold_steps steps (while the rotation is near random)
+    hold_steps = 100
+    #: fraction of each training batch swapped at a random cut (see row_masks)
+    nested = 0.5
     #: converged: b moved < converge_tol dims over the last converge_steps steps (>= 2 evaluations)
     converge_steps = 150
     converge_tol = 0.5
-    straight_through = True
-    boundary_betas = None
-    #: fraction of each training batch cut at a random boundary below b (see row_masks)
-    nested = 0.5
+    #: after convergence, train the rotation at the fixed size until the validation loss has not
+    #: improved by polish_tol for polish_patience evaluations (0: stop at convergence)
+    polish_patience = 0
+    polish_tol = 1e-3
+
+    _SETTINGS = ("tau_start", "tau_end", "anneal_steps", "hold_steps", "nested", "converge_steps", "converge_tol",
+                 "polish_patience", "polish_tol")
 
     def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.01,
                  tau_start: float | None = None, tau_end: float | None = None, anneal_steps: int | None = None,
-                 converge_steps: int | None = None, converge_tol: float | None = None, nested: float | None = None):
+                 hold_steps: int | None = None, nested: float | None = None, converge_steps: int | None = None,
+                 converge_tol: float | None = None, polish_patience: int | None = None, polish_tol: float | None = None):
         if block_sizes is not None and len(block_sizes) != 1:
             raise ValueError("a boundless alignment learns the size of one block; for several variables use 'orthogonal'")
         if block_sizes is not None and block_sizes[0] > d:
@@ -352,18 +369,25 @@ class BoundlessAlignment(AlignmentFunction):
         if size_weight < 0:
             raise ValueError(f"size_weight must be >= 0, got {size_weight}")
         self.init_units, self.size_weight = init, float(size_weight)
-        for name, value in (("tau_start", tau_start), ("tau_end", tau_end), ("anneal_steps", anneal_steps),
-                            ("converge_steps", converge_steps), ("converge_tol", converge_tol), ("nested", nested)):
-            if value is not None:
+        given = dict(tau_start=tau_start, tau_end=tau_end, anneal_steps=anneal_steps, hold_steps=hold_steps, nested=nested,
+                     converge_steps=converge_steps, converge_tol=converge_tol, polish_patience=polish_patience, polish_tol=polish_tol)
+        for name, value in given.items():
+            if value is not None:  # an instance setting; the class default otherwise
                 setattr(self, name, type(getattr(type(self), name))(value))
-        if not (self.tau_start > 0 and self.tau_end > 0 and self.anneal_steps >= 0 and self.converge_steps >= 0):
-            raise ValueError("temperatures must be > 0 and step counts >= 0")
+        if not (self.tau_start > 0 and self.tau_end > 0):
+            raise ValueError(f"temperatures must be > 0, got tau_start={self.tau_start}, tau_end={self.tau_end}")
+        if min(self.anneal_steps, self.hold_steps, self.converge_steps, self.polish_patience) < 0 or not 0 <= self.nested <= 1:
+            raise ValueError("step counts and patience must be >= 0 and nested a fraction in [0, 1]")
         self.rot = _rotation(d)
         self.log_boundary = nn.Parameter(torch.tensor(math.log(init)))
-        # the random cuts of row_masks draw from their own generator, seeded from the global one
-        # here (so make_alignment's seed fixes them) and never touching it while training
-        self._gen = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
         self.register_buffer("temperature", torch.tensor(float(self.tau_start)))
+        # the size once fixed for polishing (-1: not fixed); a buffer, so a saved alignment keeps it
+        self.register_buffer("fixed_units", torch.tensor(-1))
+        # the nested cuts draw from their own generator, seeded from the global one here (so
+        # make_alignment's seed fixes them) and never touching the global one while training
+        self._gen = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        self._holding = False  # set by on_step: an alignment trained without the hooks never holds
+        self._size_reason, self._polish_from = "", 0
 
     # ---- the size -------------------------------------------------------------------
 
@@ -373,11 +397,12 @@ class BoundlessAlignment(AlignmentFunction):
 
         Its value is exp(log_boundary), but the gradient reaching log_boundary is dL/db
         itself (straight through), not b dL/db: the latter shrinks with b, and Adam, which
-        remembers past gradient sizes for ~1000 steps, would then slow b down as it falls.
+        remembers past gradient sizes for ~1000 steps, would slow b down as it falls.
+        While held (``hold_steps``, or once the size is fixed) it passes no gradient.
         """
         u = self.log_boundary
-        if not self.straight_through:
-            return u.exp()
+        if self._holding or self.is_fixed:
+            return u.detach().exp()
         return u.detach().exp() + (u - u.detach())
 
     @property
@@ -386,42 +411,56 @@ class BoundlessAlignment(AlignmentFunction):
         return float(self.log_boundary.detach().exp())
 
     @property
+    def is_fixed(self) -> bool:
+        """Whether the size has been fixed (after convergence, for polishing)."""
+        return int(self.fixed_units) >= 0
+
+    @property
     def n_units(self) -> int:
-        """The hard size used at evaluation: round(b) clamped to [0, d]; 0 means nothing is swapped."""
+        """The hard size used at evaluation: round(b) clamped to [0, d] (or the fixed size); 0: nothing is swapped."""
+        if self.is_fixed:
+            return int(self.fixed_units)
         return int(min(max(round(self.boundary_value), 0), self.d))
 
     def set_size(self, boundary: float) -> None:
-        """Put the boundary at ``boundary`` dims (>= 0; 0 is stored as a tiny positive b)."""
+        """Put the boundary at ``boundary`` dims (>= 0; 0 is stored as a tiny positive b) and unfix the size."""
         with torch.no_grad():
             self.log_boundary.fill_(math.log(max(float(boundary), 1e-3)))
+            self.fixed_units.fill_(-1)
+
+    def fix_size(self) -> None:
+        """Fix the hard size at the current n_units: b stops learning and training uses the hard mask."""
+        self.fixed_units.fill_(self.n_units)
 
     def set_temperature(self, tau: float) -> None:
         self.temperature.fill_(float(tau))
 
+    def _hard_mask(self) -> torch.Tensor:
+        j = torch.arange(self.d, device=self.log_boundary.device)
+        return (j < self.n_units).float()
+
     def soft_mask(self) -> torch.Tensor:
-        """Swap weight of each rotated coordinate: (d,); hard (1 below n_units, else 0) in eval mode."""
+        """Swap weight of each rotated coordinate at b: (d,); the hard mask (1 below n_units, else 0)
+        in eval mode or once the size is fixed."""
+        if not self.training or self.is_fixed:
+            return self._hard_mask()
         j = torch.arange(self.d, device=self.log_boundary.device, dtype=torch.float32)
-        if not self.training:
-            return (j < self.n_units).float()
         return torch.sigmoid((self.boundary - j - 0.5) / self.temperature)
 
     def row_masks(self, n: int) -> torch.Tensor:
         """Swap weights for a training batch of n rows: (n, d).
 
         A fraction ``nested`` of the rows is cut at a random boundary t, uniform in
-        [0, 2b + 2] (b detached; capped at d), the rest use b. The cut rows make the
-        rotation order its coordinates by how much they matter, as nested dropout does,
-        below b and above it: so the coordinate just past b holds the next most useful
-        direction, the loss's gradient at b says what one more (or one fewer) dim is really
-        worth, and b can move either way without waiting for the rotation to squeeze the
-        variable in, or to fill the coordinates it has never swapped. Only the rows at b
-        carry the loss's gradient to b.
+        [0, 2b + 2] (b detached; capped at d); the rest use b. Like nested dropout, the cut
+        rows make the rotation order its coordinates by how much they matter, below b and
+        above it, so the coordinate just past b holds the next most useful direction and
+        the loss's gradient at b says what one dim more (or fewer) is really worth. Only
+        the rows at b pass the loss's gradient to b.
         """
         j = torch.arange(self.d, device=self.log_boundary.device, dtype=torch.float32)
         b = self.boundary
-        cut = torch.rand(n, generator=self._gen) < self.nested
-        frac = torch.rand(n, generator=self._gen)
-        cut, frac = cut.to(j.device), frac.to(j.device)
+        cut = (torch.rand(n, generator=self._gen) < self.nested).to(j.device)
+        frac = torch.rand(n, generator=self._gen).to(j.device)
         top = torch.clamp(2 * b.detach() + 2, max=float(self.d))
         t = torch.where(cut, top * frac, b.expand(n))
         return torch.sigmoid((t[:, None] - j - 0.5) / self.temperature)
@@ -435,12 +474,10 @@ class BoundlessAlignment(AlignmentFunction):
         return z @ self.rot.weight.T
 
     def coord_mask(self, swap):
+        """Per-row swap weights (batch, d) for a per-row choice ``swap`` (batch,) or (batch, 1)."""
         swap = swap.to(torch.float32)
-        if swap.dim() == 2:
-            swap = swap[:, :1]
-        else:
-            swap = swap[:, None]
-        if self.training and self.nested > 0:
+        swap = swap[:, :1] if swap.dim() == 2 else swap[:, None]
+        if self.training and not self.is_fixed and self.nested > 0:
             return swap * self.row_masks(swap.shape[0])
         return swap * self.soft_mask()[None, :]
 
@@ -456,13 +493,13 @@ class BoundlessAlignment(AlignmentFunction):
     # ---- the search -----------------------------------------------------------------
 
     def penalty(self):
+        """``size_weight`` times the soft size (the sum of the swap weights at b): a scalar."""
         return self.size_weight * self.soft_mask().sum()
 
     def param_groups(self, lr: float) -> list[dict]:
-        g = {"params": [self.log_boundary], "lr": self.boundary_lr}
-        if self.boundary_betas is not None:
-            g["betas"] = tuple(self.boundary_betas)
-        return [{"params": [p for n, p in self.named_parameters() if n != "log_boundary"], "lr": lr}, g]
+        """The rotation at the search's ``lr``; log b at ``boundary_lr`` (a fraction of b per step)."""
+        return [{"params": [p for n, p in self.named_parameters() if n != "log_boundary"], "lr": lr},
+                {"params": [self.log_boundary], "lr": self.boundary_lr}]
 
     def temperature_at(self, step: int) -> float:
         """The schedule: geometric from tau_start to tau_end over anneal_steps, then tau_end."""
@@ -472,33 +509,54 @@ class BoundlessAlignment(AlignmentFunction):
 
     def on_step(self, step: int) -> None:
         self.set_temperature(self.temperature_at(step))
+        self._holding = step < self.hold_steps
 
     def progress(self) -> dict:
         return {"boundary": round(self.boundary_value, 4), "n_units": self.n_units}
 
     def stop_reason(self, history: list[dict]) -> str | None:
-        """Stop once the boundary has settled: after the anneal, it moved less than
-        ``converge_tol`` dims over the last ``converge_steps`` steps (two evaluations at least)."""
+        """Stop once the size has converged: after the anneal, b moved less than ``converge_tol``
+        dims over the last ``converge_steps`` steps (two evaluations at least). With
+        ``polish_patience``, fix the size then and stop once the validation loss has not
+        improved by ``polish_tol`` for that many evaluations."""
+        if self.is_fixed:
+            return self._polish_reason(history)
         recs = [r for r in history if r["step"] >= self.anneal_steps and "boundary" in r]
         if len(recs) < 2 or recs[-1]["step"] - recs[0]["step"] < self.converge_steps:
             return None  # the stretch after the anneal is not yet long enough
-        start = recs[-1]["step"] - self.converge_steps
-        window = [r for r in recs if r["step"] >= start] or recs[-2:]
+        window = [r for r in recs if r["step"] >= recs[-1]["step"] - self.converge_steps]
         if len(window) < 2:
             window = recs[-2:]
         values = [r["boundary"] for r in window]
         spread = max(values) - min(values)
         if spread >= self.converge_tol:
             return None
-        size = f"{self.n_units} dims" if self.n_units else "0 dims: nothing swapped"
-        return (f"boundary converged at {values[-1]:.2f} ({size}): it moved {spread:.2f} < {self.converge_tol} dims "
-                f"from step {window[0]['step']} to {window[-1]['step']}")
+        n = self.n_units
+        size = {0: "0 dims: nothing swapped", 1: "1 dim"}.get(n, f"{n} dims")
+        reason = (f"boundary converged at {values[-1]:.2f} ({size}): it moved {spread:.2f} < {self.converge_tol} dims "
+                  f"from step {window[0]['step']} to {window[-1]['step']}")
+        if self.polish_patience == 0:
+            return reason
+        self.fix_size()
+        self._size_reason, self._polish_from = reason, window[-1]["step"]
+        return None
+
+    def _polish_reason(self, history: list[dict]) -> str | None:
+        recs = [r for r in history if r["step"] >= self._polish_from]
+        best, since = math.inf, 0
+        for r in recs:
+            if r["val_loss"] < best - self.polish_tol:
+                best, since = r["val_loss"], 0
+            else:
+                since += 1
+        if since < self.polish_patience:
+            return None
+        return (f"{self._size_reason}; then trained at {self.n_units} dims until the validation loss stopped improving "
+                f"({self.polish_patience} evaluations)")
 
     def describe(self):
         return {**super().describe(), "init_units": self.init_units, "size_weight": self.size_weight,
-                "tau_start": self.tau_start, "tau_end": self.tau_end, "anneal_steps": self.anneal_steps,
-                "converge_steps": self.converge_steps, "converge_tol": self.converge_tol, "nested": self.nested,
-                "boundary": self.boundary_value, "n_units": self.n_units}
+                **{k: getattr(self, k) for k in self._SETTINGS}, "boundary": self.boundary_value, "n_units": self.n_units}
 
 
 _CLASSES: dict[str, type[AlignmentFunction]] = {
@@ -510,7 +568,7 @@ _DESCRIBED_ARGS: dict[str, tuple[str, ...]] = {
     "orthogonal": (),
     "linear": ("max_cond",),
     "revnet": ("n_layers", "hidden"),
-    "boundless": ("init_units", "size_weight", "tau_start", "tau_end", "anneal_steps", "converge_steps", "converge_tol", "nested"),
+    "boundless": ("init_units", "size_weight") + BoundlessAlignment._SETTINGS,
 }
 
 

@@ -93,7 +93,8 @@ def run_das_with_controls(model: SequenceModel, task: Task, cfg: DASConfig | Non
         if c not in CONTROL_NAMES:
             raise ValueError(f"unknown control {c!r}; valid choices: {', '.join(CONTROL_NAMES)}")
     learn = control_configs(cfg, task, controls)
-    results = run_das_batch(model, task, [cfg, *learn.values()], progress=progress, store=store)
+    results = run_das_batch(model, task, [cfg, *learn.values()], progress=progress, store=store,
+                            token_iia=[True] + [False] * len(learn))
     main = results[0]
     ctl = {}
     if {"no_swap", "initial"} & set(controls):

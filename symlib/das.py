@@ -217,6 +217,7 @@ def run_das_batch(
     progress: bool = True,
     train_alignment: bool = True,
     store=None,
+    token_iia: bool | Sequence[bool] = True,
 ) -> list[DASResult]:
     """Search one alignment per config on the frozen ``model``, all in one batched pass.
 
@@ -224,9 +225,12 @@ def run_das_batch(
     share their pairs and states. ``pairs``: given train/val/test(/test_heldout) pairs used
     by every member instead of making them. ``train_alignment=False`` evaluates the
     alignments as initialised. ``store``: a ``ResultsStore`` (or True for the default one):
-    searches found there are loaded, the others are run and saved.
+    searches found there are loaded, the others are run and saved. ``token_iia``: measure
+    free-running token IIA on the test pairs (per member or for all; it costs ~50x the trial
+    IIA, so controls and sweeps skip it and report None).
     """
     cfgs = [c if isinstance(c, DASConfig) else DASConfig(**c) for c in configs]
+    token_iia = [bool(token_iia)] * len(cfgs) if isinstance(token_iia, bool) else [bool(t) for t in token_iia]
     check_task(model, task)
     site_of = [model.check_site(c.site) for c in cfgs]
     widths = [model.state_size(s) for s in site_of]
@@ -265,7 +269,8 @@ def run_das_batch(
         if m.best_state is not None:
             m.align.load_state_dict(m.best_state)
         m.align.eval()
-        out.append(_finish(model, m, site_of[todo[members.index(m)]], t_start))
+        j = todo[members.index(m)]
+        out.append(_finish(model, m, site_of[j], t_start, token_iia[j]))
     for i, r in zip(todo, out):
         results[i] = r
         if store is not None and keys[i] is not None:
@@ -346,18 +351,19 @@ def _search(model, active_members, shared_site, member_sites, all_members, progr
             bar.close()
 
 
-def _finish(model, m: _Member, site, t_start) -> DASResult:
+def _finish(model, m: _Member, site, t_start, token_iia: bool = True) -> DASResult:
     """Measure the chosen alignment on the test split(s) and assemble the result."""
     cfg, align = m.cfg, m.align
     metrics = {}
-    if m.history:
-        metrics.update({"iia_val": m.history[-1]["val_iia"] if m.best_state is None else None})
     ev_val = evaluate_alignment(model, align, m.states["val"], site, free_running=False)
     metrics.update({"iia_val": ev_val["iia"], "iia_changed_val": ev_val["iia_changed"]})
-    ev = evaluate_alignment(model, align, m.states["test"], site, free_running=True)
+    ev = evaluate_alignment(model, align, m.states["test"], site, free_running=token_iia)
     metrics.update(split_metrics(ev, "test"))
+    if not token_iia:
+        metrics["iia_token_test"] = None
     if "test_heldout" in m.states:
         metrics.update(split_metrics(evaluate_alignment(model, align, m.states["test_heldout"], site, free_running=False), "test_heldout"))
+        metrics["iia_token_test_heldout"] = None  # measured teacher-forced only; the free-running token IIA is the test split's
     first_95 = next((r for r in m.history if r["val_iia"] >= 0.95), None)
     progress = align.progress()
     metrics.update({
@@ -403,7 +409,7 @@ def subspace_sweep(model: SequenceModel, task: Task, cfg: DASConfig, sizes: Sequ
     sizes = [int(k) for k in sizes if int(k) * base.n_blocks() <= d]
     cfgs = [replace(base, alignment="orthogonal" if base.alignment == "boundless" else base.alignment,
                     n_units=k, target_iia=2.0, patience=0) for k in sizes]
-    return dict(zip(sizes, run_das_batch(model, task, cfgs, progress=progress, store=store)))
+    return dict(zip(sizes, run_das_batch(model, task, cfgs, progress=progress, store=store, token_iia=False)))
 
 
 def save_alignment(path: str | Path, result: DASResult) -> None:

@@ -57,7 +57,8 @@ def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: 
             base = {"arch": arch, "seed": int(seed), "task": task, "program": cfg.program, "variable": cfg.variable,
                     "alignment": cfg.alignment, "n_units": res.metrics["n_units"], "max_steps": cfg.max_steps,
                     "trial_acc_train": run.summary.get("best_trial_acc_train"),
-                    "trial_acc_heldout": run.summary.get("best_trial_acc_heldout")}
+                    "trial_acc_heldout": run.summary.get("best_trial_acc_heldout"),
+                    "steps_to_solve": run.summary.get("steps_to_solve"), "network_step": run.summary.get("best_step")}
             m = res.metrics
             rows.append({**base, "measure": "das", **{k: m.get(k) for k in VALUE_COLUMNS},
                          "steps": m["steps"], "seconds": round(time.perf_counter() - t0, 1), "cached": bool(m.get("cached"))})
@@ -84,6 +85,18 @@ def findings_markdown(summary: pd.DataFrame, value: str = "iia_changed_test") ->
             r = g[g["measure"] == m]
             cells.append(format_ci(r[value].iloc[0], r[f"{value}_lo"].iloc[0], r[f"{value}_hi"].iloc[0]) if len(r) and value in r else "")
         lines.append(f"| {arch} | " + " | ".join(cells) + f" | {int(g['n'].iloc[0])} |")
+    return "\n".join(lines)
+
+
+def training_markdown(df: pd.DataFrame) -> str:
+    """One markdown row per architecture: the networks' accuracy and steps to solve, over seeds."""
+    nets = df[df.measure == "das"]
+    lines = ["| architecture | seeds | trial accuracy, training counts | held-out counts (4, 9, 14, 17) | steps to solve | checkpoint used (step) |",
+             "|---|---|---|---|---|---|"]
+    for arch, g in nets.groupby("arch", sort=False):
+        fmt = lambda col: ", ".join("-" if pd.isna(v) else (f"{v:.3f}" if isinstance(v, float) and v <= 1 else str(int(v))) for v in g[col])
+        lines.append(f"| {arch} | {', '.join(map(str, g.seed))} | {fmt('trial_acc_train')} | {fmt('trial_acc_heldout')} | "
+                     f"{fmt('steps_to_solve')} | {fmt('network_step')} |")
     return "\n".join(lines)
 
 
@@ -118,7 +131,9 @@ def main(argv=None) -> int:
     budget = {**FINDINGS_SEARCH, **search}
     print(f"\n{args.task}, {args.program} {args.variable}, {args.alignment} {args.n_units} dims; budget: {budget['max_steps']} steps, "
           f"{budget['n_train']} train / {budget['n_val']} val / {budget['n_test']} test pairs; seeds {seeds}\n")
-    print("IIA on changed test pairs, mean [95% bootstrap interval over seeds]:\n")
+    print("The networks (best checkpoint, judged on training counts):\n")
+    print(training_markdown(df))
+    print("\nIIA on changed test pairs, mean [95% bootstrap interval over seeds]:\n")
     print(findings_markdown(summary, "iia_changed_test"))
     print("\nRaw IIA on test pairs:\n")
     print(findings_markdown(summary, "iia_test"))

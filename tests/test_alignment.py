@@ -275,9 +275,14 @@ def test_rebuild_from_description(kind, blocks, kw):
     swap = torch.ones(32, a.n_blocks, dtype=torch.bool)
     for training in (True, False):
         a.train(training), b.train(training)
+        if kind == "boundless" and training:
+            # training swaps part of each batch at random cuts: compare the deterministic parts
+            assert torch.equal(b.soft_mask(), a.soft_mask()) and torch.equal(b.penalty(), a.penalty())
+            continue
         assert torch.equal(b.interchange(h_t, h_s, swap), a.interchange(h_t, h_s, swap))
     if kind == "boundless":
-        assert (b.init_units, b.size_weight, b.tau_end, b.anneal_steps, b.converge_tol) == (5.0, 0.03, 0.5, 30, 0.25)
+        assert (b.init_units, b.size_weight, b.tau_start, b.tau_end, b.anneal_steps, b.converge_steps, b.converge_tol) == \
+            (5.0, 0.03, 2.0, 0.5, 30, 40, 0.25)
 
 
 def test_rebuild_rejects_an_unknown_kind():
@@ -389,3 +394,65 @@ def test_boundless_converges_to_the_planted_size_from_both_sides(n_axes):
         assert reason is not None, history
         assert a.n_units == n_axes, (init, history)
         assert abs(a.boundary_value - n_axes) < 0.5
+
+
+def test_boundless_holds_then_passes_dl_db():
+    """While held (first hold_steps) b gets no gradient; after, log b's gradient is dL/db itself (straight through)."""
+    a = make_alignment("boundless", D, None, seed=0, init_units=3.0, hold_steps=5, nested=0.0).train()
+    a.on_step(0)
+    assert not a.penalty().requires_grad
+    a.on_step(5)
+    a.penalty().backward()
+    b = torch.tensor(3.0, requires_grad=True)
+    j = torch.arange(D, dtype=torch.float32)
+    (a.size_weight * torch.sigmoid((b - j - 0.5) / a.temperature).sum()).backward()
+    assert float(a.log_boundary.grad) == pytest.approx(float(b.grad), rel=1e-5)
+    groups = a.param_groups(1e-3)
+    assert [g["lr"] for g in groups] == [1e-3, a.boundary_lr] and groups[1]["params"] == [a.log_boundary]
+    assert sum(len(g["params"]) for g in groups) == len(list(a.parameters()))
+
+
+def test_boundless_nested_cuts():
+    """In training, a fraction `nested` of the rows is swapped at a random cut in [0, 2b + 2]; only the rows at b pass gradient to b."""
+    a = make_alignment("boundless", 32, None, seed=0, init_units=4.0, nested=0.5).train()
+    a.set_temperature(0.05)
+    n = 4000
+    m = a.coord_mask(torch.ones(n, 1))
+    size = m.detach().sum(1)
+    at_b = (size - a.soft_mask().detach().sum()).abs() < 1e-4
+    assert 0.45 < float(at_b.float().mean()) < 0.55
+    cuts = size[~at_b]
+    assert float(cuts.max()) <= 2 * 4.0 + 2 + 0.1 and float(cuts.min()) < 0.5
+    assert (m.detach()[:, 1:] <= m.detach()[:, :-1] + 1e-6).all(), "each row swaps a leading block"
+    (m[~at_b].sum()).backward()
+    assert float(a.log_boundary.grad) == 0.0
+    # rows that do not swap are untouched whatever the cut
+    assert torch.equal(a.coord_mask(torch.zeros(8, 1)), torch.zeros(8, 32))
+    # the cuts come from the alignment's own generator: the same seed gives the same masks
+    b = make_alignment("boundless", 32, None, seed=0, init_units=4.0, nested=0.5).train()
+    c = make_alignment("boundless", 32, None, seed=0, init_units=4.0, nested=0.5).train()
+    assert torch.equal(b.coord_mask(torch.ones(64, 1)), c.coord_mask(torch.ones(64, 1)))
+
+
+def test_boundless_polish_fixes_the_size():
+    """With polish_patience, convergence fixes the size (kept through a state_dict) and the search stops once the val loss stalls."""
+    a = make_alignment("boundless", D, None, seed=0, init_units=3.2, anneal_steps=0, converge_steps=100, polish_patience=2).train()
+    hist = [{"step": s, "val_iia": 0.9, "val_loss": 0.5, "boundary": 3.2, "n_units": 3} for s in (50, 100, 150)]
+    assert a.stop_reason(hist) is None and a.is_fixed and a.n_units == 3
+    a.on_step(500)
+    assert a.soft_mask().tolist() == [1.0] * 3 + [0.0] * (D - 3), "trains with the hard mask"
+    assert not a.penalty().requires_grad
+    with torch.no_grad():
+        a.log_boundary.fill_(math.log(6.0))  # b moving no longer changes the fixed size ...
+    assert a.n_units == 3
+    hist += [{"step": 200, "val_iia": 0.9, "val_loss": 0.4, "boundary": 6.0, "n_units": 3},
+             {"step": 250, "val_iia": 0.9, "val_loss": 0.4, "boundary": 6.0, "n_units": 3}]
+    assert a.stop_reason(hist) is None  # improved at 200, one evaluation without
+    hist.append({"step": 300, "val_iia": 0.9, "val_loss": 0.3995, "boundary": 6.0, "n_units": 3})
+    reason = a.stop_reason(hist)
+    assert reason and "trained at 3 dims" in reason
+    b = alignment_from_description(json.loads(json.dumps(a.describe())))
+    b.load_state_dict(a.state_dict())
+    assert b.is_fixed and b.n_units == 3 and b.polish_patience == 2
+    b.set_size(5.0)  # ... until the size is set again
+    assert not b.is_fixed and b.n_units == 5
