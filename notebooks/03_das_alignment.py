@@ -29,6 +29,7 @@ VARIABLE = "count"  # count, phase, count_phase (two blocks), full, null, or a p
 N_UNITS = 16  # dims of each aligned block
 ALIGNMENT = "orthogonal"  # orthogonal (classic DAS), linear, revnet, boundless
 MAX_STEPS = 600  # step budget of every search in this chapter; early stopping may end one sooner
+BOUNDLESS_MAX_STEPS = 1500  # budget of boundless searches, which stop once their size has converged
 N_TRAIN = 10000  # counterfactual training pairs
 N_VAL = 1000  # validation pairs: stop the search, pick the best alignment
 N_TEST = 1000  # test pairs: every number reported
@@ -66,9 +67,17 @@ if RUN_DIR:
                          "set them to match the run, or leave RUN_DIR empty")
 else:
     run_cfg = symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
+
+def budget(kind: str) -> int:
+    """The step budget of a search with alignment ``kind``: boundless runs until its size converges."""
+    if smoke:
+        return 40 if kind == "boundless" else 20
+    return BOUNDLESS_MAX_STEPS if kind == "boundless" else MAX_STEPS
+
+
 das_cfg = symlib.DASConfig(
     program=PROGRAM, variable=VARIABLE, alignment=ALIGNMENT, n_units=N_UNITS, seed=SEED,
-    max_steps=20 if smoke else MAX_STEPS, n_train=256 if smoke else N_TRAIN, n_val=128 if smoke else N_VAL,
+    max_steps=budget(ALIGNMENT), n_train=256 if smoke else N_TRAIN, n_val=128 if smoke else N_VAL,
     n_test=128 if smoke else N_TEST, n_test_heldout=min(N_TEST_HELDOUT, 64) if smoke else N_TEST_HELDOUT,
     eval_every=10 if smoke else 50,
 )
@@ -76,6 +85,7 @@ task = symlib.make_task(TASK)
 symlib.counterfactuals.variable_blocks(symlib.make_program(PROGRAM, task), VARIABLE)
 width = symlib.build_model(run_cfg.model_config()).state_size()  # the state the search intervenes on
 check_fits(das_cfg, width)
+replace(das_cfg, alignment="boundless", max_steps=budget("boundless"))  # checks BOUNDLESS_MAX_STEPS
 store = symlib.ResultsStore() if USE_STORE else None
 das_cfg
 
@@ -183,7 +193,7 @@ assert np.isfinite(line["r_test"])
 
 # %%
 t0 = time.perf_counter()
-sweep_res = symlib.subspace_sweep(model, task, replace(das_cfg, alignment="orthogonal"), sweep, store=store)
+sweep_res = symlib.subspace_sweep(model, task, replace(das_cfg, alignment="orthogonal", max_steps=budget("orthogonal")), sweep, store=store)
 sweep_seconds = max(r.metrics["seconds"] for r in sweep_res.values()) if sweep_res else 0.0
 iia_vs_units = {k: {"iia_test": r.metrics["iia_test"], "iia_changed_test": r.metrics["iia_changed_test"]} for k, r in sweep_res.items()}
 for k, v in iia_vs_units.items():
@@ -196,7 +206,7 @@ if 1 in sweep_res:
     print(f"the 1-dim alignment's own coordinate against the count, no fitting: r = {own:.3f}")
 fig = plotting.plot_iia_vs_units({f"{arch}: all pairs": {k: v["iia_test"] for k, v in iia_vs_units.items()},
                                   f"{arch}: changed pairs": {k: v["iia_changed_test"] for k, v in iia_vs_units.items()}},
-                                 chance=ctl["no_swap"]["iia_test"], title=f"{arch}: test IIA against subspace size ({das_cfg.max_steps} steps each)")
+                                 chance=ctl["no_swap"]["iia_test"], title=f"{arch}: test IIA against subspace size ({budget('orthogonal')} steps each)")
 plotting.save_figure(fig, f"03_iia_vs_units_{arch}")
 assert all(0 <= v["iia_test"] <= 1 for v in iia_vs_units.values())
 
@@ -214,7 +224,8 @@ table = []
 for a in archs:
     net = model if a == arch else symlib.load_or_train(TASK, a, SEED, device=DEVICE, **train_kw).model
     for kind in symlib.ALIGNMENT_NAMES:
-        res = main if (a == arch and kind == ALIGNMENT) else run_das_with_controls(net, task, replace(das_cfg, alignment=kind), store=store, progress=False)
+        res = main if (a == arch and kind == ALIGNMENT) else run_das_with_controls(net, task, replace(das_cfg, alignment=kind, max_steps=budget(kind)),
+                                                                                    store=store, progress=False)
         r = res.metrics
         table.append({"arch": a, "alignment": kind, "iia_test": r["iia_test"], "iia_changed_test": r["iia_changed_test"],
                       "iia_changed_test_heldout": r.get("iia_changed_test_heldout"), "n_units": r["n_units"],

@@ -344,7 +344,7 @@ class BoundlessAlignment(AlignmentFunction):
     #: fraction of each training batch swapped at a random cut (see row_masks)
     nested = 0.5
     #: converged: b moved < converge_tol dims over the last converge_steps steps (>= 2 evaluations)
-    converge_steps = 150
+    converge_steps = 300
     converge_tol = 0.5
     #: after convergence, train the rotation at the fixed size until the validation loss has not
     #: improved by polish_tol for polish_patience evaluations (0: stop at convergence)
@@ -354,7 +354,7 @@ class BoundlessAlignment(AlignmentFunction):
     _SETTINGS = ("tau_start", "tau_end", "anneal_steps", "hold_steps", "nested", "converge_steps", "converge_tol",
                  "polish_patience", "polish_tol")
 
-    def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.01,
+    def __init__(self, d, block_sizes=None, init_units: float | None = None, size_weight: float = 0.003,
                  tau_start: float | None = None, tau_end: float | None = None, anneal_steps: int | None = None,
                  hold_steps: int | None = None, nested: float | None = None, converge_steps: int | None = None,
                  converge_tol: float | None = None, polish_patience: int | None = None, polish_tol: float | None = None):

@@ -182,6 +182,21 @@ def test_network_without_count_stays_at_control():
     assert abs(res.metrics["iia_changed_test"] - control.metrics["iia_changed_test"]) < 0.15
 
 
+
+@pytest.mark.parametrize("start", [8.0, 16.0])
+def test_boundless_learns_the_planted_size(start):
+    """Boundless on a 32-dim state whose count lives in one axis: from a start of 8 or 16 dims it
+    shrinks to 1-2 dims, stops because the size converged (not on IIA), and the swap still works."""
+    model = wrap(HandCounter(uniform_demo=True, d=32), "rnn")
+    kw = {**HAND_DAS, "alignment": "boundless", "boundless_init": start, "max_steps": 1500, "loss_on": "all"}
+    res = symlib.run_das(model, MULTI, **kw)
+    m = res.metrics
+    assert m["learned_n_units"] in (1, 2), res.history
+    assert abs(m["boundary"] - m["learned_n_units"]) <= 0.5 and m["boundary"] < start / 2
+    assert m["stopped_because"].startswith("boundary converged"), m["stopped_because"]
+    assert m["steps"] < kw["max_steps"]
+    assert m["iia_changed_test"] >= 0.95
+
 # ---- 5. your own model -----------------------------------------------------------------
 
 class TimeMajorRNN(nn.Module):

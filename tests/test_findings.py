@@ -9,10 +9,14 @@ pairs, 500 test pairs). What is asserted is the claim, not a number:
 1. GRU and LSTM hold an Up-Down count: high IIA on changed test pairs, far above every
    control that can score there, on average over seeds.
 2. A Transformer's state at one position does not: its count IIA stays at control level.
+3. Boundless DAS learns a size on a trained GRU that does not depend on where it starts.
 """
 import pytest
 
+from symlib.das import run_das
 from symlib.findings import findings_table, summarise_findings
+from symlib.tasks import make_task
+from symlib.training import load_or_train
 
 SEEDS = (0, 1, 2)
 SEARCH = dict(max_steps=300, n_train=4000, n_val=500, n_test=500, n_test_heldout=0, eval_every=50)
@@ -63,3 +67,19 @@ def test_summary_has_intervals(table):
     s = summarise_findings(table)
     assert set(s.arch) == {"gru", "lstm", "transformer"} and (s.n == len(SEEDS)).all()
     assert ((s.iia_changed_test_lo <= s.iia_changed_test) & (s.iia_changed_test <= s.iia_changed_test_hi)).all()
+
+
+@pytest.mark.slow
+def test_boundless_size_does_not_depend_on_its_start(table):
+    """Boundless on the seed-0 GRU, started at 4 and at 48 dims: both stop because the size converged,
+    within 4 dims of each other, with changed-pair IIA >= 0.7."""
+    run = load_or_train("multiobject", "gru", 0, progress=False, **TRAIN["gru"])  # trained by the table fixture
+    found = {}
+    for start in (4.0, 48.0):
+        res = run_das(run.model, make_task("multiobject"), alignment="boundless", boundless_init=start, max_steps=1500,
+                      n_train=4000, n_val=500, n_test=500, progress=False)
+        m = res.metrics
+        assert m["stopped_because"].startswith("boundary converged"), m["stopped_because"]
+        assert m["iia_changed_test"] >= 0.7, m
+        found[start] = m["boundary"]
+    assert abs(found[4.0] - found[48.0]) <= 4, found
