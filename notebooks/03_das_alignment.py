@@ -14,9 +14,10 @@
 #   accuracy (IIA) on test pairs, IIA on the pairs where the swap *changes* the answer, the
 #   controls that say what chance looks like, a number line scored out of sample, IIA against
 #   subspace size, four alignment functions, gradience by count, and an explorer.
-# - **Runtime (2-thread CPU, default size):** about 9 minutes from a trained network; a rerun
-#   with its searches cached takes well under a minute. `COMPARE = True` adds every
-#   architecture (about 15 minutes more). Networks come from notebook 02 (trained here if missing).
+# - **Runtime (2-core CPU, default size):** about 8 minutes from a trained network (495 s
+#   measured); a rerun with its searches cached, about 6 s. `COMPARE = True` adds two more
+#   architectures with every alignment function and its controls (tens of minutes; the
+#   searches are cached). Networks come from notebook 02 (trained here if missing).
 # - **GPU:** optional; every search runs on CUDA when `DEVICE` picks it.
 
 # %% tags=["parameters"]
@@ -230,6 +231,7 @@ for a in archs:
         table.append({"arch": a, "alignment": kind, "iia_test": r["iia_test"], "iia_changed_test": r["iia_changed_test"],
                       "iia_changed_test_heldout": r.get("iia_changed_test_heldout"), "n_units": r["n_units"],
                       "learned_n_units": r["learned_n_units"], "boundary": r["boundary"], "steps": r["steps"], "seconds": r["seconds"],
+                      "stopped_because": r["stopped_because"],
                       "control_max_changed_test": r["control_max_changed_test"], "controls": r["controls"]})
         print(f"{a:12s} {kind:10s} IIA {r['iia_test']:.3f} changed {r['iia_changed_test']:.3f} | controls on changed: "
               + ", ".join(f"{k} {v['iia_changed_test']:.3f}" for k, v in r["controls"].items())

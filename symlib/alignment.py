@@ -340,7 +340,7 @@ class BoundlessAlignment(AlignmentFunction):
     tau_end = 0.35
     anneal_steps = 200
     #: b is held still for the first hold_steps steps (while the rotation is near random)
-    hold_steps = 100
+    hold_steps = 300
     #: fraction of each training batch swapped at a random cut (see row_masks)
     nested = 0.5
     #: converged: b moved < converge_tol dims over the last converge_steps steps (>= 2 evaluations)

@@ -71,11 +71,13 @@ def value_variable(program: Program, variable: str) -> str:
 def split_seed(seed: int, split: str) -> int:
     """Return the seed of split ``split`` (e.g. "train", "val") for a run seeded ``seed``.
 
-    It is ``(seed * 2**32 + crc32(split)) mod 2**63``: stable across Python runs (unlike
-    ``hash``), distinct for distinct split names (crc32 differs) and, for seeds in
-    [0, 2**31), distinct for distinct seeds.
+    It is ``(crc32(split) + seed * 0x9E3779B1) mod 2**32``: stable across Python runs
+    (unlike ``hash``), distinct for distinct seeds in [0, 2**32) (the multiplier is odd, so
+    seed -> seed * m is one-to-one mod 2**32), distinct for the split names used here, and
+    below 2**32, because torch's CPU generator keeps only a seed's low 32 bits (an earlier
+    ``seed * 2**32 + crc32(split)`` gave every seed the same pairs). Seed 0 gives crc32(split).
     """
-    return (int(seed) * 2**32 + zlib.crc32(split.encode("utf-8"))) % 2**63
+    return (zlib.crc32(split.encode("utf-8")) + int(seed) * 0x9E3779B1) % 2**32
 
 
 def wrong_labels(max_value: int = 40, seed: int = 0) -> torch.Tensor:

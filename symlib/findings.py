@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import asdict, fields
+from pathlib import Path
 
 import pandas as pd
 
-from .controls import CONTROL_NAMES, run_das_with_controls
+from .controls import CHANGED_CONTROLS, CONTROL_NAMES, run_das_with_controls
 from .das import DASConfig
 from .paths import data_dir
 from .stats import format_ci, summarise
@@ -76,8 +76,12 @@ def summarise_findings(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def findings_markdown(summary: pd.DataFrame, value: str = "iia_changed_test") -> str:
-    """One markdown table: a row per architecture, a column per measure, cells 'mean [lo, hi]'."""
-    measures = [m for m in MEASURES if m in set(summary["measure"])]
+    """One markdown table: a row per architecture, a column per measure, cells 'mean [lo, hi]'.
+
+    On changed pairs the no-swap control is left out: it scores 0 there by construction.
+    """
+    shown = ("das",) + CHANGED_CONTROLS if "changed" in value else MEASURES
+    measures = [m for m in shown if m in set(summary["measure"])]
     lines = ["| architecture | " + " | ".join(measures) + " | seeds |", "|---|" + "---|" * (len(measures) + 1)]
     for arch, g in summary.groupby("arch", sort=False):
         cells = []
@@ -123,7 +127,6 @@ def main(argv=None) -> int:
         check_choice("architecture", a, ARCH_NAMES)
     df = findings_table(archs, seeds, args.task, search, device=args.device)
     out = args.out or str(data_dir() / "findings" / f"{args.task}-{args.program}-{args.variable}-{args.alignment}.csv")
-    from pathlib import Path
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
     summary = summarise_findings(df)

@@ -25,7 +25,7 @@ from .paths import data_dir
 from .utils import atomic_write_json
 
 #: Bump when what a search measures changes, so old entries are not reused.
-MEASUREMENT_VERSION = "2"
+MEASUREMENT_VERSION = "3"
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -367,7 +367,8 @@ def test_boundless_schedule_and_stop_rule():
 def _train_boundless(init: float, n_axes: int, steps: int = 400, seed: int = 0):
     """Train a boundless alignment to move the first ``n_axes`` coordinates of h_s into h_t (MSE), as the search loop would."""
     g = gen(100 + seed)
-    a = make_alignment("boundless", D, None, seed=seed, init_units=init, anneal_steps=100, converge_steps=100).train()
+    a = make_alignment("boundless", D, None, seed=seed, init_units=init, anneal_steps=100, hold_steps=100,
+                       converge_steps=100).train()
     opt = torch.optim.Adam(a.param_groups(0.02))
     history = []
     for step in range(steps):

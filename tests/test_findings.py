@@ -9,7 +9,7 @@ pairs, 500 test pairs). What is asserted is the claim, not a number:
 1. GRU and LSTM hold an Up-Down count: high IIA on changed test pairs, far above every
    control that can score there, on average over seeds.
 2. A Transformer's state at one position does not: its count IIA stays at control level.
-3. Boundless DAS learns a size on a trained GRU that does not depend on where it starts.
+3. Boundless DAS learns a size on a trained GRU that does not depend much on where it starts.
 """
 import pytest
 
@@ -71,15 +71,22 @@ def test_summary_has_intervals(table):
 
 @pytest.mark.slow
 def test_boundless_size_does_not_depend_on_its_start(table):
-    """Boundless on the seed-0 GRU, started at 4 and at 48 dims: both stop because the size converged,
-    within 4 dims of each other, with changed-pair IIA >= 0.7."""
+    """Boundless on the seed-0 GRU, started at 4 and at 48 dims, for two search seeds: every search
+    stops because the size converged, with changed-pair IIA >= 0.7; the sizes found from the two
+    starts differ by <= 3 dims on average over the seeds and by <= 5 for each.
+    (Measured 2026-11-23 on the development machine: 6.9/8.7 and 7.2/7.5 dims; with b held
+    only 100 steps the gap was 3.3 here and 5.1 on CI.)"""
     run = load_or_train("multiobject", "gru", 0, progress=False, **TRAIN["gru"])  # trained by the table fixture
-    found = {}
-    for start in (4.0, 48.0):
-        res = run_das(run.model, make_task("multiobject"), alignment="boundless", boundless_init=start, max_steps=1500,
-                      n_train=4000, n_val=500, n_test=500, progress=False)
-        m = res.metrics
-        assert m["stopped_because"].startswith("boundary converged"), m["stopped_because"]
-        assert m["iia_changed_test"] >= 0.7, m
-        found[start] = m["boundary"]
-    assert abs(found[4.0] - found[48.0]) <= 4, found
+    gaps = []
+    for seed in (0, 1):
+        found = {}
+        for start in (4.0, 48.0):
+            res = run_das(run.model, make_task("multiobject"), alignment="boundless", boundless_init=start, max_steps=1500,
+                          n_train=4000, n_val=500, n_test=500, seed=seed, progress=False)
+            m = res.metrics
+            assert m["stopped_because"].startswith("boundary converged"), m["stopped_because"]
+            assert m["iia_changed_test"] >= 0.7, m
+            found[start] = m["boundary"]
+        gaps.append(abs(found[4.0] - found[48.0]))
+        assert gaps[-1] <= 5, (seed, found)
+    assert sum(gaps) / len(gaps) <= 3, gaps

@@ -514,15 +514,27 @@ def test_ctx_distr_demo_phase_quantity_subtracts_responses():
 # ---- splits with their own seeds -------------------------------------------------------
 
 def test_split_seed_is_documented_and_distinct():
-    """split_seed(seed, name) = seed * 2**32 + crc32(name), distinct per split and per seed."""
+    """split_seed(seed, name) = (crc32(name) + seed * 0x9E3779B1) mod 2**32, distinct per split and per seed."""
     import zlib
 
     from symlib.counterfactuals import split_seed
-    assert split_seed(3, "val") == 3 * 2**32 + zlib.crc32(b"val")
+    assert split_seed(3, "val") == (zlib.crc32(b"val") + 3 * 0x9E3779B1) % 2**32
+    assert split_seed(0, "val") == zlib.crc32(b"val")
     names = ("train", "val", "test", "test_heldout", "alignment", "batches")
     seeds = {split_seed(s, n) for s in (0, 1, 2, 12345) for n in names}
     assert len(seeds) == 4 * len(names)
-    assert all(isinstance(x, int) and 0 <= x < 2**63 for x in seeds)
+    assert all(isinstance(x, int) and 0 <= x < 2**32 for x in seeds)
+
+
+def test_search_seeds_give_different_pairs_and_alignments():
+    """A search's seed reaches its pairs and its starting alignment (torch keeps only a seed's
+    low 32 bits, so seeds that differ only above them would give identical searches)."""
+    from symlib.das import DASConfig, make_search_pairs, new_alignment
+    task = symlib.make_task("multiobject")
+    pairs = [make_search_pairs(task, DASConfig(seed=s, n_train=20, n_val=5, n_test=5))["train"] for s in (0, 1)]
+    assert not torch.equal(pairs[0].tokens, pairs[1].tokens)
+    rots = [new_alignment(DASConfig(seed=s), 16).forward(torch.eye(16)) for s in (0, 1)]
+    assert not torch.allclose(rots[0], rots[1])
 
 
 def test_make_splits_uses_one_seed_per_split():

@@ -97,3 +97,18 @@ def test_format_ci():
     assert format_ci(0.5, 0.26, 0.74, digits=1) == "0.5 [0.3, 0.7]"
     assert format_ci(**mean_ci([0.7])) == "0.700 (1 seed)"
     assert format_ci(**mean_ci([0.5, 0.5])) == "0.500 [0.500, 0.500]"
+
+
+def test_findings_tables_summarise_seeds_and_drop_the_zero_control_on_changed_pairs():
+    """summarise_findings -> findings_markdown: one row per architecture, 'mean [lo, hi]' cells; the no-swap
+    control appears for raw IIA but not on changed pairs (where it is 0 by construction)."""
+    from symlib.findings import findings_markdown, summarise_findings
+    rows = [{"arch": a, "seed": s, "measure": m, "iia_test": v, "iia_changed_test": v if m != "no_swap" else 0.0}
+            for a in ("gru", "lstm") for s in range(3)
+            for m, v in (("das", 0.9 + 0.01 * s), ("no_swap", 0.1), ("initial", 0.05), ("wrong_labels", 0.2))]
+    summary = summarise_findings(pd.DataFrame(rows))
+    raw, changed = findings_markdown(summary, "iia_test"), findings_markdown(summary, "iia_changed_test")
+    assert "no_swap" in raw.splitlines()[0] and "no_swap" not in changed.splitlines()[0]
+    assert changed.splitlines()[0].startswith("| architecture | das | initial | wrong_labels |")
+    gru = next(line for line in changed.splitlines() if line.startswith("| gru"))
+    assert "0.910 [0.900, 0.920]" in gru and gru.endswith("| 3 |")
