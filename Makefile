@@ -36,7 +36,7 @@ book: venv
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment.json
 	@echo "figures written to figures/:"; ls figures/*.png
 
-# notebook 03 with every architecture x alignment function (the README's IIA table; ~25 min on CPU)
+# notebook 03 with every architecture x alignment function and its controls (tens of minutes on CPU; not re-timed)
 book-compare: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json

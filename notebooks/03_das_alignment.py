@@ -14,7 +14,7 @@
 #   accuracy (IIA) on test pairs, IIA on the pairs where the swap *changes* the answer, the
 #   controls that say what chance looks like, a number line scored out of sample, IIA against
 #   subspace size, four alignment functions, gradience by count, and an explorer.
-# - **Runtime (2-core CPU, default size):** about 8 minutes from a trained network (495 s
+# - **Runtime (2-core CPU, default size):** about 8 minutes from a trained network (500 s
 #   measured); a rerun with its searches cached, about 6 s. `COMPARE = True` adds two more
 #   architectures with every alignment function and its controls (tens of minutes; the
 #   searches are cached). Networks come from notebook 02 (trained here if missing).
