@@ -13,12 +13,13 @@ Checkpoints hold only tensors and plain values and are loaded with
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,11 @@ from .models import ARCH_NAMES, ModelConfig, SequenceModel, build_model
 from .paths import runs_dir
 from .tasks import COUNT_SETS, TASK_NAMES, Task, Trials, make_task
 from .utils import atomic_torch_save, atomic_write_json, check_choice, resolve_device, seed_everything
+
+try:
+    import fcntl
+except ImportError:  # no fcntl (Windows): run_lock does not lock
+    fcntl = None
 
 CHECKPOINT_FORMAT = "symlib-checkpoint/1"
 RESPONSE_INPUTS = ("free", "teacher")
@@ -403,6 +409,29 @@ def load_run(run_dir: str | Path, step: int | str | None = None, device: str = "
     return RunResult(model, cfg, run_dir, history, _summarise(history, cfg))
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock on a run while the block runs.
+
+    The lock is ``fcntl.flock`` on ``.<run name>.lock`` beside the run folder (the file is left
+    in place: deleting a lock file races with a process about to take it). Processes that
+    want the same run wait here, one at a time; ``load_or_train`` trains inside it, so two
+    sweep workers asking for the same network train it once. Without fcntl (Windows) it
+    does not lock.
+    """
+    path = Path(run_dir)
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def _finished(path: Path) -> bool:
     m = path / "metrics.json"
     if not (path / "latest.pt").exists() or not m.exists():
@@ -454,5 +483,7 @@ def load_or_train(task: str | None = None, arch: str | None = None, seed: int = 
         cfg = TrainConfig(task=task or "multiobject", arch=arch or "gru", seed=seed, **train_kw)
         path = runs_dir() / cfg.run_name()
     if not _finished(path):
-        train(cfg, run_dir=path, device=device, progress=progress)
+        with run_lock(path):  # another process (a sweep's worker) may be training this run right now
+            if not _finished(path):  # it finished while we waited: just load it
+                train(cfg, run_dir=path, device=device, progress=progress)
     return load_run(path, step="best" if (path / "best.pt").exists() else None, device=device)
