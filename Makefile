@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare findings test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare compare-seeds compare-grid findings test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -34,12 +34,28 @@ book: venv
 	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_lstm.ipynb -p ARCH lstm -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_lstm.json
 	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_transformer.ipynb -p ARCH transformer -p MAX_STEPS 1000 -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_transformer.json
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment.json
+	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs.json
 	@echo "figures written to figures/:"; ls figures/*.png
 
 # notebook 03 with every architecture x alignment function and its controls (tens of minutes on CPU; not re-timed)
 book-compare: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json
+
+# chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
+# SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.
+# compare-seeds: MultiObject (3 architectures x 4 hypotheses) and SameObject (GRU, LSTM) over 3 seeds (76 cells, the README tables);
+# compare-grid: every architecture x task x program x variable x seed (624 cells; hours on a laptop).
+SWEEP_ARGS = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+compare-seeds: venv
+	@mkdir -p $(OUT)
+	$(BIN)/python -m symlib.sweep notebooks/grids/04_seeds.yaml $(SWEEP_ARGS)
+	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_seeds.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_seeds/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_seeds.json
+
+compare-grid: venv
+	@mkdir -p $(OUT)
+	$(BIN)/python -m symlib.sweep notebooks/grids/04_full.yaml $(SWEEP_ARGS)
+	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_grid.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_full/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_grid.json
 
 test: test-smoke test-findings
 
@@ -67,6 +83,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_das.py
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_rerun.py
+	$(BIN)/python benchmarks/bench_dask_sweep.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -107,6 +107,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -695,7 +696,8 @@ def _print_plan(spec: dict, retry_failed: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; returns 0 (all ok), 1 (some cell failed), 2 (invalid input), 130 (interrupted)."""
+    """The command line; returns 0 (all ok), 1 (some cell failed), 2 (invalid input), 130 (interrupted:
+    Ctrl-C) or 143 (terminated: SIGTERM); finished cells are kept either way."""
     ap = argparse.ArgumentParser(prog="python -m symlib.sweep", description=__doc__.split("\n\n")[0],
                                  epilog="The YAML format and the ways to execute: see the docstring of symlib/sweep.py.")
     ap.add_argument("grid", help="the sweep's YAML file")
@@ -718,12 +720,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         _print_plan(spec, args.retry_failed)
         return 0
+    # SIGTERM (`kill`, a batch system ending the job) stops the sweep like Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
     try:
         df = _run(spec, args.workers, args.threads_per_worker, args.scheduler, None, True, args.retry_failed)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("\ninterrupted: finished cells are kept; run the same command again to go on", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 1 if (df["status"] == "failed").any() else 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the sweep is waiting, so that it ends as an interruption does."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
+
+
+def _in_main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

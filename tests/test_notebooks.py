@@ -121,3 +121,30 @@ def test_das_notebook_checks_run_dir_against_arch_and_task(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as err:
         _run("03_das_alignment.ipynb", tmp_path, RUN_DIR=run_dir, ARCH="lstm", TASK="singleobject", SMOKE=True)
     assert "lstm" in str(err.value) and "multiobject" in str(err.value) and "singleobject" in str(err.value)
+
+
+def test_compare_notebook_with_other_parameters(tmp_path):
+    """04 on an LSTM and SingleObject with Up-Up's resp_count and phase: its table has one row per
+    cell with raw and changed-pair IIA and the controls; Up-Down has no resp_count, so it is left out."""
+    res = tmp_path / "m.json"
+    _run("04_compare_programs.ipynb", tmp_path, ARCHS="lstm", TASKS="singleobject", PROGRAMS="up_down,up_up",
+         VARIABLES="resp_count,phase", SEEDS="0,1", SMOKE=True, RESULTS_PATH=str(res))
+    m = json.loads(res.read_text())
+    cells = {(r["program"], r["variable"], r["seed"]) for r in m["table"]}
+    assert cells == {(p, v, s) for s in (0, 1) for p, v in (("up_down", "phase"), ("up_up", "resp_count"), ("up_up", "phase"))}
+    for row in m["table"]:
+        assert row["arch"] == "lstm" and row["task"] == "singleobject"
+        for key in ("iia_test", "iia_changed_test", "no_swap_iia_test", "initial_iia_changed_test",
+                    "wrong_labels_iia_changed_test", "control_max_changed_test", "verdict"):
+            assert key in row, key
+    for key in ("follows", "sameobject", "attention", "out_of_range", "double", "count_phase", "phase"):
+        assert key in m, key
+
+
+def test_compare_notebook_rejects_bad_input_before_any_work(tmp_path):
+    """An unknown program in PROGRAMS stops 04 in its first cells, naming the valid ones, before any training."""
+    before = _runs()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("04_compare_programs.ipynb", tmp_path, PROGRAMS="up_down,down_up", SEED=13, SMOKE=True)
+    assert "down_up" in str(err.value) and "ctx_distr" in str(err.value)
+    assert _runs() == before

@@ -261,6 +261,32 @@ def test_interrupted_command_resumes_and_every_cell_finishes_once(tmp_path, clie
             assert ev == ["start", "end"], (x, ev)
 
 
+def test_sigterm_ends_the_command_as_an_interruption(tmp_path):
+    """`kill` (SIGTERM, also how a batch system ends a job) stops the command with status 143 and
+    its message; finished cells are kept for the rerun."""
+    spec = _spec(tmp_path, "sweep_cells.slow", grid={"x": [0, 1, 2, 3, 4, 5]}, fixed={"seconds": 1.0})
+    spec_file = tmp_path / "grid.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "symlib.sweep", str(spec_file), "--workers", "1"], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    results = tmp_path / "out" / "cells"
+    deadline = time.time() + 60
+    try:
+        while not list(results.glob("*/result.json")) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert "run the same command again" in err.decode()
+    done = len(list(results.glob("*/result.json")))
+    assert 1 <= done < 6
+    assert sweep.main([str(spec_file), "--dry-run"]) == 0
+
+
 def test_notebook_cells_on_a_local_cluster(tmp_path):
     """A notebook with a parameters cell runs once per cell on a one-worker local cluster;
     the executed notebook is kept and the metrics it wrote reach results.csv."""
