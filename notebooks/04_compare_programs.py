@@ -125,6 +125,8 @@ if GRID_TABLE:
     if len(failed):
         print(f"{len(failed)} cells of the grid failed; see their error column")
     table = raw[raw.status == "ok"].copy()
+    if "metrics.site" in table:  # a cell run at the network's default site names it only in its metrics
+        table["site"] = table["site"].fillna(table["metrics.site"]) if "site" in table else table["metrics.site"]
 else:
     table = compare.compare_table(cells, **common)
 summary = compare.summarise_compare(table)
@@ -136,9 +138,11 @@ summary[cols].round(3)
 def heat(summary, value="iia_changed_test", title=""):
     """Rows: network (arch, task); columns: hypothesis (program, variable); cells: mean and controls."""
     size = summary.n_units.map(lambda n: "" if n == compare.COMPARE_SEARCH["n_units"] else f" ({n} dims)")
-    s = summary.assign(net=summary.arch + " · " + summary.task, hyp=summary.program + "\n" + summary.variable + size)
+    n_sites = summary.groupby(["arch", "task"]).site.transform("nunique")  # name the site where a network has several
+    site = [f" @ {x}" if n > 1 else "" for x, n in zip(summary.site, n_sites)]
+    s = summary.assign(net=summary.arch + " · " + summary.task + site, hyp=summary.program + "\n" + summary.variable + size)
     M = s.pivot_table(index="net", columns="hyp", values=value, aggfunc="first")
-    fig, ax = plt.subplots(figsize=(1.6 * M.shape[1] + 2.5, 0.7 * M.shape[0] + 1.6))
+    fig, ax = plt.subplots(figsize=(1.6 * M.shape[1] + 2.5, 0.8 * M.shape[0] + 1.6))
     im = ax.imshow(M.to_numpy(dtype=float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(M.shape[1]), M.columns, fontsize=8)
     ax.set_yticks(range(M.shape[0]), M.index)
@@ -148,16 +152,17 @@ def heat(summary, value="iia_changed_test", title=""):
             continue
         r = r.iloc[0]
         ci = "" if pd.isna(r.get(f"{value}_lo")) else f"\n[{r[f'{value}_lo']:.2f}, {r[f'{value}_hi']:.2f}]"
-        txt = f"{r[value]:.2f}{ci}\nraw {r.iia_test:.2f} · ctl {r.control_max_changed_test:.2f}"
+        txt = f"{r[value]:.2f}{ci}\nraw {r.iia_test:.2f} · ctl {r.control_max_changed_test:.2f}\n{r.verdict}"
         ax.text(j, i, txt, ha="center", va="center", fontsize=7, color="white" if r[value] < 0.6 else "black")
     fig.colorbar(im, ax=ax, label="IIA on changed test pairs")
-    ax.set_title(title)
+    ax.set_title(title + "\nverdict: aligns (>= 0.9 and >= 0.5 above the best control), partly (>= 0.5), no", fontsize=10)
     fig.tight_layout()
     return fig
 
 
 fig = heat(summary, title="changed-pair IIA (mean [95% CI over seeds]; raw IIA, best control)")
-plotting.save_figure(fig, "04_program_heatmap")
+# a sweep's table gets its own figure name, so the book's default figure is kept
+plotting.save_figure(fig, f"04_program_heatmap_{Path(GRID_TABLE).parent.name}" if GRID_TABLE else "04_program_heatmap")
 assert summary.iia_changed_test.between(0, 1).all()
 
 # %% [markdown]
