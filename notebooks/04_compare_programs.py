@@ -17,8 +17,8 @@
 #   one trial.
 # - **Runtime (2-core CPU, default size):** about 5 minutes after chapters 02 and 03 (their
 #   networks and searches are reused). The default table holds the GRU's Up-Down and Up-Up
-#   hypotheses on one seed; three architectures x three programs x three seeds is a sweep
-#   (`make compare-seeds`, about an hour), the full grid of architectures x tasks x programs x
+#   hypotheses on one seed; three architectures x four hypotheses x three seeds, with
+#   SameObject, is a sweep (`make compare-seeds`, 76 cells, about two hours), the full grid of architectures x tasks x programs x
 #   variables x seeds another (`make compare-grid`); set `GRID_TABLE` to read either here.
 # - **GPU:** optional; every search runs on CUDA when `DEVICE` picks it.
 
