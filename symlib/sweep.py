@@ -489,6 +489,7 @@ def run_cell(cell_dir: str, params: dict, function: str | None = None, notebook:
         p.unlink(missing_ok=True)
     if torch_threads and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(torch_threads))
+    _undo_dask_malloc_trim()
     t0 = time.perf_counter()
     try:
         if function:
@@ -506,6 +507,38 @@ def run_cell(cell_dir: str, params: dict, function: str | None = None, notebook:
         record = _result(params, "failed", _error_record(e), {}, time.perf_counter() - t0)
     atomic_write_json(d / "result.json", record, digits=None)
     return record
+
+
+#: what a Dask nanny puts in its workers' environment (``distributed.nanny.pre-spawn-environ``)
+_DASK_MALLOC_TRIM = "65536"
+
+
+def _undo_dask_malloc_trim() -> None:
+    """Give a Dask worker (and the notebook kernels it starts) glibc's usual allocator again.
+
+    A nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so they hand memory
+    back to the system quickly. Setting it also fixes glibc's mmap threshold at 128 KiB,
+    so every larger tensor torch frees is unmapped and the next one faulted in anew: a DAS
+    search ran 2.5x slower in such a worker, more time in the kernel than in torch
+    (benchmarks/bench_dask_sweep.py). Here, on glibc, the worker's thresholds are set to the
+    largest that glibc's own dynamic rule would reach (mmap 32 MiB, trim 64 MiB), and the
+    variable is dropped so that kernels started from the worker do not inherit it. A value
+    someone set on purpose (anything but Dask's) is left alone.
+    """
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") != _DASK_MALLOC_TRIM:
+        return  # not in a Dask worker, already done, or set on purpose
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_")
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+        libc.mallopt(m_mmap_threshold, 32 << 20)
+        libc.mallopt(m_trim_threshold, 64 << 20)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to undo
+        pass
 
 
 def _run_notebook(path: Path, params: dict, cell_dir: Path) -> dict:
