@@ -136,6 +136,26 @@ def new_alignment(cfg: DASConfig, d: int) -> AlignmentFunction:
     return make_alignment(cfg.alignment, d, [cfg.n_units] * cfg.n_blocks(), seed=split_seed(cfg.seed, "alignment"))
 
 
+def _init_state(a) -> dict | None:
+    """An alignment or state dict to start from, as a CPU state dict (None stays None)."""
+    if a is None:
+        return None
+    sd = a.state_dict() if hasattr(a, "state_dict") else a
+    return {k: v.detach().cpu().clone() for k, v in sd.items()}
+
+
+def _start_alignment(cfg: DASConfig, d: int, init: dict | None) -> AlignmentFunction:
+    """A fresh alignment for ``cfg``, loaded with ``init``'s weights when one is given."""
+    align = new_alignment(cfg, d)
+    if init is not None:
+        try:
+            align.load_state_dict(init)
+        except RuntimeError as e:
+            raise ValueError(f"the alignment to start from does not fit this search ({cfg.alignment}, "
+                             f"n_units={cfg.n_units}, {d}-dim state): {e}") from None
+    return align
+
+
 def make_search_pairs(task: Task, cfg: DASConfig) -> dict[str, CounterfactualPairs]:
     """The train/val/test(/test_heldout) pairs of a search, each split with its own seed."""
     relabel = wrong_labels(seed=cfg.seed) if cfg.relabel else None
@@ -218,6 +238,7 @@ def run_das_batch(
     train_alignment: bool = True,
     store=None,
     token_iia: bool | Sequence[bool] = True,
+    init: Sequence | None = None,
 ) -> list[DASResult]:
     """Search one alignment per config on the frozen ``model``, all in one batched pass.
 
@@ -227,9 +248,14 @@ def run_das_batch(
     alignments as initialised. ``store``: a ``ResultsStore`` (or True for the default one):
     searches found there are loaded, the others are run and saved. ``token_iia``: measure
     free-running token IIA on the test pairs (per member or for all; it costs ~50x the trial
-    IIA, so controls and sweeps skip it and report None).
+    IIA, so controls and sweeps skip it and report None). ``init``: per config, an alignment
+    (or its state dict) to start from instead of a fresh one, or None (a warm start, e.g.
+    from the previous checkpoint's alignment; the store keys it by the start's weights).
     """
     cfgs = [c if isinstance(c, DASConfig) else DASConfig(**c) for c in configs]
+    init = [None] * len(cfgs) if init is None else [_init_state(a) for a in init]
+    if len(init) != len(cfgs):
+        raise ValueError(f"init holds {len(init)} entries for {len(cfgs)} configs")
     token_iia = [bool(token_iia)] * len(cfgs) if isinstance(token_iia, bool) else [bool(t) for t in token_iia]
     check_task(model, task)
     site_of = [model.check_site(c.site) for c in cfgs]
@@ -248,7 +274,7 @@ def run_das_batch(
     keys = [None] * len(cfgs)
     if store is not None and pairs is None:
         for i, c in enumerate(cfgs):
-            keys[i] = store.key(model, task, c, trained=train_alignment)
+            keys[i] = store.key(model, task, c, trained=train_alignment, init=init[i])
             results[i] = store.get(keys[i])
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
@@ -256,7 +282,7 @@ def run_das_batch(
     t_start = time.perf_counter()
     states = _states_for(model, task, [cfgs[i] for i in todo], [site_of[i] for i in todo], pairs)
     dev = model.device
-    members = [_Member(cfgs[i], new_alignment(cfgs[i], widths[i]).to(dev), st) for i, st in zip(todo, states)]
+    members = [_Member(cfgs[i], _start_alignment(cfgs[i], widths[i], init[i]).to(dev), st) for i, st in zip(todo, states)]
     trainable = [m for m in members if train_alignment and (m.cfg.n_units > 0 or m.cfg.alignment == "boundless")]
     for m in members:
         if m not in trainable:
@@ -385,6 +411,7 @@ def run_das(
     progress: bool = True,
     train_alignment: bool = True,
     store=None,
+    init=None,
     **overrides,
 ) -> DASResult:
     """Search for an alignment of ``cfg.variable`` of ``cfg.program`` in the frozen ``model``.
@@ -392,9 +419,10 @@ def run_das(
     Keywords override fields of ``cfg``. Pairs are made from ``task`` (each split seeded
     from ``cfg.seed``) unless ``pairs`` gives them. ``train_alignment=False`` evaluates the
     alignment as initialised. ``store``: reuse and save results (see ``run_das_batch``).
+    ``init``: an alignment (or state dict) to start from (a warm start).
     """
     cfg = DASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
-    return run_das_batch(model, task, [cfg], pairs, progress, train_alignment, store)[0]
+    return run_das_batch(model, task, [cfg], pairs, progress, train_alignment, store, init=[init])[0]
 
 
 def subspace_sweep(model: SequenceModel, task: Task, cfg: DASConfig, sizes: Sequence[int], progress: bool = True,

@@ -28,6 +28,14 @@ from .utils import atomic_write_json
 MEASUREMENT_VERSION = "3"
 
 
+def _hash_tensors(h, tensors: dict) -> None:
+    for name, t in sorted(tensors.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str((t.dtype, tuple(t.shape))).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """Hash a network's weights and kind: equal networks get equal fingerprints."""
     h = hashlib.sha256()
@@ -35,11 +43,14 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     h.update(type(model).__name__.encode())
     if cfg is not None and hasattr(cfg, "to_json"):
         h.update(cfg.to_json().encode())
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str((t.dtype, tuple(t.shape))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    _hash_tensors(h, model.state_dict())
+    return h.hexdigest()
+
+
+def tensors_fingerprint(tensors: dict) -> str:
+    """Hash a dict of tensors (e.g. an alignment's state dict)."""
+    h = hashlib.sha256()
+    _hash_tensors(h, tensors)
     return h.hexdigest()
 
 
@@ -49,10 +60,14 @@ class ResultsStore:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else data_dir() / "das_store"
 
-    def key(self, model, task, cfg, trained: bool = True) -> str:
-        """The key of a search: the network's weights, the task, the config and the measurement version."""
-        blob = json.dumps({"model": model_fingerprint(model), "task": [task.name, task.unk_p], "config": asdict(cfg),
-                           "trained": trained, "version": MEASUREMENT_VERSION}, sort_keys=True)
+    def key(self, model, task, cfg, trained: bool = True, init: dict | None = None) -> str:
+        """The key of a search: the network's weights, the task, the config, the measurement
+        version and, for a warm start, the weights of the alignment it started from."""
+        d = {"model": model_fingerprint(model), "task": [task.name, task.unk_p], "config": asdict(cfg),
+             "trained": trained, "version": MEASUREMENT_VERSION}
+        if init is not None:
+            d["init"] = tensors_fingerprint(init)
+        blob = json.dumps(d, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def path(self, key: str) -> Path:
