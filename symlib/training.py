@@ -229,6 +229,114 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> bool:
     return (run_dir / "latest.pt").exists()
 
 
+class _Run:
+    """One run's state and files: what ``train`` keeps per network (and ``batched.train_seeds``
+    per seed), so both write the same run folder and either can resume it."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path | None, model: SequenceModel, g: torch.Generator,
+                 overwrite: bool = False):
+        self.cfg, self.run_dir, self.model, self.g = cfg, run_dir, model, g
+        task = cfg.make_task()
+        self.train_set = task.sample(cfg.n_train_trials, COUNT_SETS["train"], g)
+        self.evals = eval_sets(task, cfg.n_eval_trials, cfg.seed)
+        self.history: list[dict] = []
+        self.step, self.perm, self.cursor, self.secs, self.streak = 0, torch.randperm(cfg.n_train_trials, generator=g), 0, 0.0, 0
+        self.opt_state: dict | None = None  # from latest.pt when resuming
+        self.torch_rng: torch.Tensor | None = None
+        self.resuming = run_dir is not None and _prepare_run_dir(run_dir, cfg, overwrite)
+        if self.resuming:
+            st = torch.load(run_dir / "latest.pt", weights_only=True, map_location="cpu")
+            model.load_state_dict(st["state_dict"])
+            self.opt_state, self.torch_rng = st["optimizer"], st["torch_rng"]
+            g.set_state(st["data_rng"])
+            self.step, self.perm, self.cursor, self.secs, self.streak = st["step"], st["perm"], st["cursor"], st["seconds"], st["streak"]
+            self.history = json.loads(st["history"])
+
+    @property
+    def done(self) -> bool:
+        """Solved and stopped (a run that only ran out of steps goes on if max_steps grew)."""
+        return bool(self.history and str(self.history[-1].get("stopped_because", "")).startswith("solved"))
+
+    def next_batch(self, dev) -> Trials:
+        cfg = self.cfg
+        if self.cursor >= cfg.n_train_trials:
+            self.perm, self.cursor = torch.randperm(cfg.n_train_trials, generator=self.g), 0
+        b = self.train_set[self.perm[self.cursor:self.cursor + cfg.batch_size]].to(dev)
+        self.cursor += cfg.batch_size
+        return b
+
+    def _header(self) -> dict:
+        return {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(self.cfg)),
+                "model_config": self.cfg.model_config().to_json()}
+
+    def save_latest(self, opt_state: dict, torch_rng: torch.Tensor) -> None:
+        if self.run_dir is None:
+            return
+        atomic_torch_save({
+            **self._header(), "state_dict": self.model.state_dict(), "optimizer": opt_state, "torch_rng": torch_rng,
+            "data_rng": self.g.get_state(), "step": self.step, "perm": self.perm, "cursor": self.cursor,
+            "seconds": self.secs, "streak": self.streak, "history": json.dumps(self.history)}, self.run_dir / "latest.pt")
+        atomic_write_json(self.run_dir / "metrics.json", self.history)
+
+    def save_checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        atomic_torch_save({**self._header(), "step": self.step, "state_dict": self.model.state_dict()},
+                          self.run_dir / "ckpt" / f"step_{self.step:06d}.pt")
+
+    def save_best(self, rec: dict) -> None:
+        """Keep the best evaluation so far, judged on fresh trials of training counts only (held-out
+        counts are a test set); later wins ties. Transformers dip in and out of a solved state."""
+        if self.run_dir is None:
+            return
+        if rec["trial_acc_train"] >= max((r["trial_acc_train"] for r in self.history), default=-1.0):
+            atomic_torch_save({**self._header(), "step": rec["step"], "state_dict": self.model.state_dict()},
+                              self.run_dir / "best.pt")
+
+    def record(self, train_loss: float) -> dict:
+        """Evaluate, decide on stopping, keep the record (and the best weights); returns it."""
+        cfg, step = self.cfg, self.step
+        rec = {"step": step, "epoch": step * cfg.batch_size / cfg.n_train_trials, "seconds": round(self.secs, 3),
+               "lr": lr_at(step, cfg), "train_loss": train_loss}
+        for name, trials in self.evals.items():
+            for k, v in evaluate(self.model, trials).items():
+                rec[f"{k}_{name}"] = v
+        if step > 0 or self.history:
+            self.streak = self.streak + 1 if rec["trial_acc_train"] >= cfg.solve_threshold else 0
+            if cfg.patience and self.streak >= cfg.patience:
+                rec["stopped_because"] = f"solved: trial accuracy on training counts >= {cfg.solve_threshold} for {cfg.patience} evaluations"
+            elif step >= cfg.max_steps:
+                rec["stopped_because"] = f"max_steps={cfg.max_steps} reached"
+        self.save_best(rec)
+        self.history.append(rec)
+        return rec
+
+    def start(self) -> None:
+        """A fresh run's first evaluation and checkpoint (nothing when resuming)."""
+        if not self.resuming:
+            self.record(float("nan"))
+            if is_checkpoint_step(0):
+                self.save_checkpoint()
+
+    def after_step(self, loss_value: float, losses: list, t0: float, opt_state_fn, rng_fn) -> tuple[bool, float]:
+        """Bookkeeping after one optimiser step: evaluate on schedule, save on schedule.
+        Returns (finished, new t0)."""
+        cfg = self.cfg
+        self.step += 1
+        losses.append(loss_value)
+        finished = False
+        if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+            self.secs += time.perf_counter() - t0
+            rec = self.record(sum(losses) / len(losses))
+            losses.clear()
+            finished = "stopped_because" in rec
+            t0 = time.perf_counter()
+        if is_checkpoint_step(self.step) or finished or self.step >= cfg.max_steps:
+            self.save_checkpoint()
+            self.save_latest(opt_state_fn(), rng_fn())
+        return finished or self.step >= cfg.max_steps, t0
+
+
 def train(
     cfg: TrainConfig | None = None,
     run_dir: str | Path | None = "auto",
@@ -249,86 +357,27 @@ def train(
     run_dir = Path(run_dir) if run_dir is not None else None
 
     g = seed_everything(cfg.seed)
-    task = cfg.make_task()
     model = build_model(cfg.model_config()).to(dev)
     model.task_name = cfg.task
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    train_set = task.sample(cfg.n_train_trials, COUNT_SETS["train"], g)
-    evals = eval_sets(task, cfg.n_eval_trials, cfg.seed)
-    history: list[dict] = []
-    step, perm, cursor, secs = 0, torch.randperm(cfg.n_train_trials, generator=g), 0, 0.0
-    streak = 0
-
-    resuming = run_dir is not None and _prepare_run_dir(run_dir, cfg, overwrite)
-    if resuming:
-        st = torch.load(run_dir / "latest.pt", weights_only=True, map_location="cpu")
-        model.load_state_dict(st["state_dict"])
-        opt.load_state_dict(st["optimizer"])
-        torch.set_rng_state(st["torch_rng"])
-        g.set_state(st["data_rng"])
-        step, perm, cursor, secs, streak = st["step"], st["perm"], st["cursor"], st["seconds"], st["streak"]
-        history = json.loads(st["history"])
-
-    def save_latest():
-        if run_dir is None:
-            return
-        atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)), "model_config": cfg.model_config().to_json(),
-            "state_dict": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-            "data_rng": g.get_state(), "step": step, "perm": perm, "cursor": cursor, "seconds": secs,
-            "streak": streak, "history": json.dumps(history)}, run_dir / "latest.pt")
-        atomic_write_json(run_dir / "metrics.json", history)
-
-    def save_checkpoint():
-        if run_dir is None:
-            return
-        atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)),
-                           "model_config": cfg.model_config().to_json(), "step": step,
-                           "state_dict": model.state_dict()}, run_dir / "ckpt" / f"step_{step:06d}.pt")
-
-    def save_best(rec: dict):
-        """Keep the best evaluation so far, judged on fresh trials of training counts only (held-out
-        counts are a test set); later wins ties. Transformers dip in and out of a solved state."""
-        if run_dir is None:
-            return
-        if rec["trial_acc_train"] >= max((r["trial_acc_train"] for r in history), default=-1.0):
-            atomic_torch_save({"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(cfg)),
-                               "model_config": cfg.model_config().to_json(), "step": rec["step"],
-                               "state_dict": model.state_dict()}, run_dir / "best.pt")
-
-    def record(train_loss: float, stopped: str | None = None) -> dict:
-        rec = {"step": step, "epoch": step * cfg.batch_size / cfg.n_train_trials, "seconds": round(secs, 3),
-               "lr": lr_at(step, cfg), "train_loss": train_loss}
-        for name, trials in evals.items():
-            for k, v in evaluate(model, trials).items():
-                rec[f"{k}_{name}"] = v
-        if stopped:
-            rec["stopped_because"] = stopped
-        return rec
-
-    if not resuming:
-        rec0 = record(float("nan"))
-        save_best(rec0)
-        history.append(rec0)
-        if is_checkpoint_step(0):
-            save_checkpoint()
-    # a solved run is finished; one that only ran out of steps goes on if max_steps grew
-    done = bool(history and str(history[-1].get("stopped_because", "")).startswith("solved"))
+    run = _Run(cfg, run_dir, model, g, overwrite)
+    if run.resuming:
+        opt.load_state_dict(run.opt_state)
+        torch.set_rng_state(run.torch_rng)
+    run.start()
+    done = run.done
     bar = None
     if progress and not done:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.arch} on {cfg.task}", unit="step")
+        bar = tqdm(total=cfg.max_steps, initial=run.step, desc=f"train {cfg.arch} on {cfg.task}", unit="step")
     losses: list[float] = []
     try:
         t0 = time.perf_counter()
-        while not done and step < cfg.max_steps:
+        while not done and run.step < cfg.max_steps:
             model.train()
-            if cursor >= cfg.n_train_trials:
-                perm, cursor = torch.randperm(cfg.n_train_trials, generator=g), 0
-            b = train_set[perm[cursor:cursor + cfg.batch_size]].to(dev)
-            cursor += cfg.batch_size
+            b = run.next_batch(dev)
             for pg in opt.param_groups:
-                pg["lr"] = lr_at(step, cfg)
+                pg["lr"] = lr_at(run.step, cfg)
             if cfg.response_input == "free":
                 # the network's own (dropout-free) predictions are fed at the response positions
                 loss = free_running_loss(model, b.tokens, b.task_mask)
@@ -337,37 +386,21 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            step += 1
-            losses.append(loss.item())
+            done, t0 = run.after_step(loss.item(), losses, t0, opt.state_dict, torch.get_rng_state)
             if bar is not None:
                 bar.update(1)
-            if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                secs += time.perf_counter() - t0
-                rec = record(sum(losses) / len(losses))
-                losses = []
-                streak = streak + 1 if rec["trial_acc_train"] >= cfg.solve_threshold else 0
-                if cfg.patience and streak >= cfg.patience:
-                    rec["stopped_because"] = f"solved: trial accuracy on training counts >= {cfg.solve_threshold} for {cfg.patience} evaluations"
-                    done = True
-                elif step >= cfg.max_steps:
-                    rec["stopped_because"] = f"max_steps={cfg.max_steps} reached"
-                save_best(rec)
-                history.append(rec)
-                if bar is not None:
-                    bar.set_postfix(train=f"{rec['trial_acc_train']:.3f}", heldout=f"{rec['trial_acc_heldout']:.3f}")
-                t0 = time.perf_counter()
-            if is_checkpoint_step(step) or done or step >= cfg.max_steps:
-                save_checkpoint()
-                save_latest()
+                if run.step % cfg.eval_every == 0:
+                    h = run.history[-1]
+                    bar.set_postfix(train=f"{h['trial_acc_train']:.3f}", heldout=f"{h['trial_acc_heldout']:.3f}")
     except KeyboardInterrupt:
-        save_latest()  # resume later by calling train() again with the same run_dir
+        run.save_latest(opt.state_dict(), torch.get_rng_state())  # resume later by calling train() again with the same run_dir
         raise
     finally:
         if bar is not None:
             bar.close()
-    save_latest()
+    run.save_latest(opt.state_dict(), torch.get_rng_state())
     model.eval()
-    return RunResult(model, cfg, run_dir, history, _summarise(history, cfg))
+    return RunResult(model, cfg, run_dir, run.history, _summarise(run.history, cfg))
 
 
 def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[SequenceModel, TrainConfig, int]:
