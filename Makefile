@@ -84,6 +84,8 @@ bench: venv
 	$(BIN)/python benchmarks/bench_sweep.py
 	$(BIN)/python benchmarks/bench_rerun.py
 	$(BIN)/python benchmarks/bench_dask_sweep.py
+	$(BIN)/python benchmarks/bench_dynamics.py --cold
+	$(BIN)/python benchmarks/bench_seeds.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

@@ -1,9 +1,11 @@
 """symlib: symbol-like number variables in small sequence models.
 
 Tasks and programs (``tasks``, ``programs``, ``counterfactuals``), networks (``models``,
-``hooked`` for your own), training (``training``), alignment functions (``alignment``),
+``hooked`` for your own), training (``training``; several seeds as one network: ``batched``), alignment functions (``alignment``),
 the search loop (``das``), measuring IIA (``iia``), controls (``controls``), the results
 store (``store``), findings over seeds (``findings``, ``stats``), analyses (``analysis``),
+comparisons of programs (``compare``, ``interventions``), sweeps (``sweep``), learning
+dynamics (``dynamics``),
 figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``, ``utils``).
 The names below are the ones notebooks use most.
 """
