@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare compare-seeds compare-grid findings test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare dynamics compare-seeds compare-grid findings test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -41,6 +41,12 @@ book: venv
 book-compare: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json
+
+# chapter 05 (learning dynamics) at its default size: GRU and LSTM, three seeds each. Not yet part of
+# `make book`, which would then exceed its 20-minute budget on a 2-core CPU (README, Speed).
+dynamics: venv
+	@mkdir -p $(OUT)
+	$(PM) notebooks/05_learning_dynamics.ipynb $(OUT)/05_learning_dynamics.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/05_learning_dynamics.json
 
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.

@@ -50,19 +50,26 @@ ACCURACY_COLUMNS = ("trial_acc_train", "trial_acc_heldout", "trial_acc_out_of_ra
 
 
 def dynamics_run_dir(cfg: TrainConfig) -> Path:
-    """Where a run for learning dynamics lives: ``data/runs/dynamics/<name>``.
+    """Where a run for learning dynamics lives.
 
-    Its own folder, because it trains on past the point where the book's other runs stop.
+    A run with the book's own stopping rule (200 steps past the solve) is the book's run,
+    ``data/runs/<name>``, shared with the other chapters; one that trains on longer lives in
+    ``data/runs/dynamics/<name>-after<steps>``.
     """
-    return runs_dir() / "dynamics" / cfg.run_name()
+    book = TrainConfig(task=cfg.task, arch=cfg.arch, seed=cfg.seed, d_model=cfg.d_model)
+    differ = {k for k, v in asdict(cfg).items() if k != "max_steps" and getattr(book, k) != v}
+    if not differ:
+        return runs_dir() / cfg.run_name()
+    return runs_dir() / "dynamics" / f"{cfg.run_name()}-after{cfg.patience * cfg.eval_every}"
 
 
-def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 1000,
+def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 200,
                     max_steps: int = 3000, **kw) -> TrainConfig:
     """A training config that goes on ``after_solve`` steps past solving the task.
 
     Training stops once trial accuracy on training counts has stayed at or above the solve
     threshold for ``after_solve`` steps (``patience`` evaluations), or at ``max_steps``.
+    200 is the book's own rule.
     """
     if after_solve < 0:
         raise ValueError(f"after_solve must be >= 0, got {after_solve}")
@@ -71,9 +78,23 @@ def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject",
                        patience=max(1, math.ceil(after_solve / eval_every)), **kw)
 
 
-def train_for_dynamics(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 1000,
+def train_runs(arch: str, seeds: Sequence[int], task: str = "multiobject", after_solve: int = 200,
+               device: str = "auto", progress: bool = True, **kw) -> list[Path]:
+    """The run folders of ``seeds`` for learning dynamics, training the missing ones (GRU and
+    LSTM seeds together as one batched network, ``batched.train_seeds``)."""
+    from .batched import train_seeds
+    cfgs = [dynamics_config(arch, s, task, after_solve, **kw) for s in seeds]
+    dirs = [dynamics_run_dir(c) for c in cfgs]
+    todo = [i for i, d in enumerate(dirs) if not _finished(d)]
+    if todo:
+        train_seeds([cfgs[i].seed for i in todo], cfgs[0], run_dirs=[dirs[i] for i in todo], device=device,
+                    progress=progress)
+    return dirs
+
+
+def train_for_dynamics(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 200,
                        device: str = "auto", progress: bool = True, **kw) -> Path:
-    """Train (or finish, or just find) a run for learning dynamics; return its folder.
+    """Train (or finish, or just find) one run for learning dynamics; return its folder.
 
     Two processes asking for the same run train it once (``run_lock``).
     """
@@ -287,15 +308,16 @@ def lag(table: pd.DataFrame, iia: str = "iia_changed_test", accuracy: str = "tri
 
 # ---------------------------------------------------------------- per-count breakdowns
 
-def iia_by_values(result: DASResult, by: str = "source_value", against: str = "target_value",
+def iia_by_values(result: DASResult, by: str = "source_value", against: str | None = "target_value",
                   changed_only: bool = True) -> pd.DataFrame:
-    """IIA per (swapped-in value, target's value) from a search's test pairs: a tidy table
-    with ``by``, ``against``, ``iia``, ``n`` (only pairs whose swap changes the answer when
-    ``changed_only``)."""
+    """IIA per (swapped-in value, target's value), or per ``by`` alone when ``against`` is None,
+    from a search's test pairs: a tidy table with ``by`` (and ``against``), ``iia``, ``n``.
+    Only pairs whose swap changes the answer count when ``changed_only``."""
     r = result.rows
     keep = r["changed"].astype(bool) if changed_only else np.ones(len(r["correct"]), bool)
-    df = pd.DataFrame({by: r[by][keep], against: r[against][keep], "correct": r["correct"][keep].astype(float)})
-    out = df.groupby([by, against]).correct.agg(["mean", "size"]).reset_index()
+    keys = [by] if against is None else [by, against]
+    df = pd.DataFrame({**{k: np.asarray(r[k])[keep] for k in keys}, "correct": r["correct"][keep].astype(float)})
+    out = df.groupby(keys).correct.agg(["mean", "size"]).reset_index()
     return out.rename(columns={"mean": "iia", "size": "n"})
 
 

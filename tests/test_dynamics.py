@@ -102,12 +102,24 @@ def test_pick_checkpoints(run50):
         dynamics.pick_checkpoints(run50, n=1)
 
 
-def test_dynamics_config_trains_on_past_the_solve():
+def test_dynamics_config_and_run_folders():
     cfg = dynamics.dynamics_config("lstm", seed=2, after_solve=1000)
     assert cfg.patience == 40 and cfg.eval_every == 25 and cfg.arch == "lstm" and cfg.seed == 2
-    assert dynamics.dynamics_run_dir(cfg).parts[-2:] == ("dynamics", cfg.run_name())
+    assert dynamics.dynamics_run_dir(cfg).parts[-2:] == ("dynamics", cfg.run_name() + "-after1000")
+    book = dynamics.dynamics_config("gru", seed=1, after_solve=200, max_steps=1000)  # the book's own rule: its run
+    assert dynamics.dynamics_run_dir(book).parent.name == "runs"
     with pytest.raises(ValueError, match="after_solve"):
         dynamics.dynamics_config(after_solve=-1)
+
+
+def test_train_runs_trains_missing_seeds_together_once():
+    kw = dict(d_model=16, n_eval_trials=32, max_steps=25, device="cpu", progress=False)
+    dirs = dynamics.train_runs("gru", [3, 4], after_solve=50, **kw)
+    assert [d.name for d in dirs] == [f"multiobject-gru-d16-s{s}-after50" for s in (3, 4)]
+    assert all(checkpoint_steps(d) == [0, 25] for d in dirs)
+    stamp = [(d / "latest.pt").stat().st_mtime_ns for d in dirs]
+    assert dynamics.train_runs("gru", [3, 4], after_solve=50, **kw) == dirs  # found, not retrained
+    assert [(d / "latest.pt").stat().st_mtime_ns for d in dirs] == stamp
 
 
 # ---- correlation and lag on planted curves ---------------------------------------------------------
@@ -162,6 +174,8 @@ def test_iia_by_values_counts_changed_pairs():
                                     {"source_value": 2, "target_value": 3, "iia": 1.0, "n": 1},
                                     {"source_value": 2, "target_value": 4, "iia": 1.0, "n": 1}]
     assert dynamics.iia_by_values(R(), changed_only=False).n.sum() == 5
+    assert dynamics.iia_by_values(R(), by="target_value", against=None).to_dict("records") == [
+        {"target_value": 3, "iia": 2 / 3, "n": 3}, {"target_value": 4, "iia": 1.0, "n": 1}]
 
 
 def test_accuracy_over_training(run50):

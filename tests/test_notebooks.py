@@ -148,3 +148,29 @@ def test_compare_notebook_rejects_bad_input_before_any_work(tmp_path):
         _run("04_compare_programs.ipynb", tmp_path, PROGRAMS="up_down,down_up", SEED=13, SMOKE=True)
     assert "down_up" in str(err.value) and "ctx_distr" in str(err.value)
     assert _runs() == before
+
+
+def test_dynamics_notebook_with_other_parameters(tmp_path):
+    """05 on two LSTM seeds with every checkpoint writes, per seed, IIA and accuracy at each
+    checkpoint, and per architecture the correlation and the lag."""
+    res = tmp_path / "m.json"
+    _run("05_learning_dynamics.ipynb", tmp_path, ARCHS="lstm", SEEDS="5,6", SEED=6, N_CHECKPOINTS=0, COLD_CHECK=0,
+         SMOKE=True, RESULTS_PATH=str(res))
+    m = json.loads(res.read_text())
+    assert set(m["iia_by_checkpoint"]) == {"lstm"} and set(m["iia_by_checkpoint"]["lstm"]) == {"5", "6"}
+    for rows in m["iia_by_checkpoint"]["lstm"].values():
+        assert [r["step"] for r in rows] == [0, 25, 50]  # every checkpoint of a 50-step smoke run
+        for r in rows:
+            for key in ("iia_changed_test", "iia_test", "trial_acc_train", "trial_acc_heldout"):
+                assert key in r, key
+    assert set(m["correlation"]["lstm"]) >= {"r", "lo", "hi"} and "mean_lag" in m["lag"]["lstm"]
+    assert m["warm_vs_cold"] is None and m["transformer_programs"] is None
+
+
+def test_dynamics_notebook_rejects_bad_input_before_any_work(tmp_path):
+    """An unknown architecture stops 05 in its first cells, naming the valid ones, before any training."""
+    before = _runs()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("05_learning_dynamics.ipynb", tmp_path, ARCHS="gru,cnn", SEEDS="7", SEED=7, SMOKE=True)
+    assert "cnn" in str(err.value) and "transformer_nope" in str(err.value)
+    assert _runs() == before

@@ -1,0 +1,355 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Learning dynamics: when does the number variable appear?
+#
+# - **What it shows:** an alignment search at checkpoints across training, next to the task
+#   accuracy at the same steps, for several seeds of each architecture: does the count
+#   variable appear with the behaviour, before it, or after? How strongly do the two go
+#   together (a correlation with its interval), which rises first (a lag), and how graded is
+#   the variable along the way (IIA by pair of values, accuracy and IIA by count)?
+# - **Runtime (2-core CPU, default size):** not yet measured; estimated at 10-15 minutes after
+#   chapter 02 (GRU and LSTM, three seeds each; the seed-0 networks are the book's own). The
+#   test suite runs it at a tiny size in under a minute. `ARCHS="gru,lstm,transformer"`
+#   adds the Transformers (their training is the slow part on a CPU) and Ctx-Distr against
+#   Up-Down over their training; `SEEDS="0,1,2,3,4"` five seeds.
+# - **GPU:** optional; training and searches run on CUDA when `DEVICE` picks it.
+
+# %% tags=["parameters"]
+ARCHS = "gru,lstm"  # architectures: gru, lstm, transformer, transformer_nope
+SEEDS = "0,1,2"  # network seeds (three or more give an interval over seeds)
+SEED = 0  # the seed looked at closely (gradience, warm against cold) and of the counterfactual pairs
+TASK = "multiobject"  # the task the networks learn
+AFTER_SOLVE = 200  # steps of training after the task is solved (200: the book's own runs, shared with chapters 02-04)
+N_CHECKPOINTS = 10  # checkpoints searched per run, spread over it (0: every checkpoint)
+WARM_STEPS = 150  # steps of a search that starts from the previous checkpoint's alignment
+COLD_CHECK = 3  # checkpoints of one run searched again from scratch, to check warm starts (0: skip)
+USE_STORE = True  # reuse searches cached in data/das_store
+SMOKE = False  # tiny run for the test suite; the test suite also sets SYMLIB_SMOKE to 1
+DEVICE = "auto"  # auto (CUDA when present), cpu or cuda
+RESULTS_PATH = ""  # path for this notebook's key metrics as JSON; empty: write nothing
+
+# %%
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+import symlib
+from symlib import dynamics, plotting
+from symlib.findings import FINDINGS_TRAIN
+from symlib.stats import format_ci, mean_ci
+
+t_start = time.perf_counter()
+smoke = symlib.smoke_mode(SMOKE)
+parse = symlib.utils.parse_list
+archs, seeds = parse(ARCHS, str, "ARCHS"), parse(SEEDS, int, "SEEDS")
+# every check runs before any network is trained or anything is written
+for a in archs:
+    symlib.utils.check_choice("architecture", a, symlib.ARCH_NAMES)
+symlib.utils.check_choice("task", TASK, symlib.TASK_NAMES)
+if len(set(seeds)) != len(seeds):
+    raise ValueError(f"SEEDS={SEEDS!r} repeats a seed")
+if SEED not in seeds:
+    raise ValueError(f"SEED={SEED} must be one of SEEDS={SEEDS!r}")
+if AFTER_SOLVE < 0 or N_CHECKPOINTS < 0 or N_CHECKPOINTS == 1 or WARM_STEPS < 1 or COLD_CHECK < 0:
+    raise ValueError("AFTER_SOLVE, COLD_CHECK >= 0; N_CHECKPOINTS 0 or >= 2; WARM_STEPS >= 1")
+train_kw = dict(d_model=32, max_steps=50, n_eval_trials=64, n_train_trials=256) if smoke else {}
+search = dict(dynamics.DYNAMICS_SEARCH, seed=SEED)
+if smoke:
+    search.update(n_units=4, max_steps=20, eval_every=10, n_train=256, n_val=128, n_test=128)
+warm_steps = 10 if smoke else WARM_STEPS
+n_ckpt = N_CHECKPOINTS or None
+print(f"{len(archs)} architecture(s) x {len(seeds)} seeds; search at each checkpoint: "
+      f"{search['alignment']}, {search['n_units']} dims, {search['max_steps']} steps fresh, {warm_steps} warm")
+
+# %% [markdown]
+# ## 1. Runs that go on after solving
+# Each network trains with the book's recipe and stops once it has answered every training
+# trial correctly for `AFTER_SOLVE` more steps (200 is the book's own rule, so the seed-0
+# networks of chapter 02 are reused; a longer stretch trains new runs beside them).
+# Checkpoints are saved every 25 steps up to step 200, every 50 to 1000, then sparser: dense
+# where learning happens. GRUs and LSTMs of several seeds train together as one batched
+# network (each seed with its own data, dropout and stopping point, exactly as if alone).
+
+# %%
+runs = {}
+for a in archs:
+    kw = {**FINDINGS_TRAIN.get(a, {}), **train_kw}
+    runs[a] = dict(zip(seeds, dynamics.train_runs(a, seeds, TASK, AFTER_SOLVE, device=DEVICE, progress=True, **kw)))
+solved = []
+for a, by_seed in runs.items():
+    for s, path in by_seed.items():
+        r = symlib.training.load_run(path, device="cpu")
+        solved.append({"arch": a, "seed": s, "steps": r.summary["steps"], "steps_to_solve": r.summary["steps_to_solve"],
+                       "trial_acc_train": r.summary["trial_acc_train"], "trial_acc_heldout": r.summary["trial_acc_heldout"],
+                       "checkpoints": len(symlib.training.checkpoint_steps(path))})
+solved = pd.DataFrame(solved)
+solved
+
+# %% [markdown]
+# ## 2. IIA at every checkpoint
+# At each chosen checkpoint one DAS search looks for Up-Down's count (orthogonal, 16 dims),
+# on the **same test pairs** for every checkpoint and seed, and measures IIA on the changed
+# test pairs (those whose answer the swap changes), raw IIA, and the untrained alignment as
+# the control. The first search of a run starts fresh; each later one starts from the
+# alignment found at the checkpoint before and runs a short budget, since a network a few
+# dozen steps further on holds its variables nearly where it did. Section 6 checks that this
+# does not bias the result. Task accuracy is what training measured at the same step:
+# trials of training counts, of held-out counts (4, 9, 14, 17) and beyond training (21-30).
+
+# %%
+tables, results = [], {}
+for a, by_seed in runs.items():
+    for s, path in by_seed.items():
+        steps = dynamics.pick_checkpoints(path, n_ckpt)
+        d = dynamics.iia_over_training(path, search, steps=steps, warm=True, warm_steps=warm_steps,
+                                       store=USE_STORE, device=DEVICE, progress=True)
+        tables.append(d.table)
+        results[(a, s)] = d.results
+dyn = pd.concat(tables, ignore_index=True)
+cols = ["arch", "seed", "step", "iia_changed_test", "iia_test", "initial_iia_changed_test", "trial_acc_train",
+        "trial_acc_heldout", "trial_acc_out_of_range", "search_steps", "cached"]
+dyn[cols].round(3)
+
+# %%
+assert dyn.iia_changed_test.between(0, 1).all() and dyn.trial_acc_train.between(0, 1).all()
+assert len(dyn) == sum(len(dynamics.pick_checkpoints(p, n_ckpt)) for by in runs.values() for p in by.values())
+
+
+# %%
+def mean_curve(d, value, grid):
+    """The mean over seeds of each seed's curve, interpolated onto ``grid`` (steps)."""
+    curves = [np.interp(grid, g.step, g[value]) for _, g in d.groupby("seed")]
+    return np.mean(curves, axis=0)
+
+
+lines = [("iia_changed_test", "IIA, changed pairs", "C0", "-"), ("trial_acc_train", "accuracy, training counts", "C3", "--"),
+         ("trial_acc_heldout", "accuracy, held-out counts", "C1", ":"), ("initial_iia_changed_test", "control (untrained alignment)", "0.5", "-")]
+fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.8), squeeze=False, sharey=True)
+for ax, a in zip(axes[0], archs):
+    d = dyn[dyn.arch == a]
+    grid = np.unique(d.step)
+    for value, label, colour, style in lines:
+        for _, g in d.groupby("seed"):
+            ax.plot(g.step, g[value], color=colour, ls=style, lw=0.8, alpha=0.45)
+        ax.plot(grid, mean_curve(d, value, grid), color=colour, ls=style, lw=2.4, label=label)
+    ax.set_title(f"{a}: {d.seed.nunique()} seeds (thin), mean (bold)", fontsize=10, loc="left")
+    ax.set_xlabel("training step")
+    ax.set_ylim(-0.03, 1.03)
+axes[0][0].set_ylabel("IIA / trial accuracy")
+axes[0][-1].legend(fontsize=8, loc="lower right")
+fig.tight_layout()
+plotting.save_figure(fig, "05_iia_and_accuracy_over_training")
+
+# %% [markdown]
+# ## 3. Do IIA and accuracy go together?
+# Pearson r between IIA on changed pairs and trial accuracy on training counts, across the
+# checkpoints of each seed and pooled over seeds, with a 95% bootstrap interval (pairs of
+# values resampled together). Checkpoints of one run are not independent draws, so read
+# the interval as how stable r is over the checkpoints chosen, not as a test.
+
+# %%
+corr = []
+for a in archs:
+    c = dynamics.correlation(dyn[dyn.arch == a]).assign(arch=a)
+    corr.append(c)
+corr = pd.concat(corr, ignore_index=True)[["arch", "seed", "r", "lo", "hi", "n"]]
+pooled = corr[corr.seed == "pooled"].set_index("arch")
+corr.round(3)
+
+# %%
+fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.6), squeeze=False, sharey=True)
+for ax, a in zip(axes[0], archs):
+    d = dyn[dyn.arch == a]
+    for s, g in d.groupby("seed"):
+        ax.plot(g.trial_acc_train, g.iia_changed_test, "o-", ms=4, lw=0.8, alpha=0.8, label=f"seed {s}")
+    p = pooled.loc[a]
+    ax.set_title(f"{a}: r = {format_ci(p.r, p.lo, p.hi, 2)}", fontsize=10, loc="left")
+    ax.set_xlabel("trial accuracy, training counts")
+    ax.plot([0, 1], [0, 1], color="0.8", lw=0.8, zorder=0)
+axes[0][0].set_ylabel("IIA, changed test pairs")
+axes[0][-1].legend(fontsize=8)
+fig.tight_layout()
+plotting.save_figure(fig, "05_iia_against_accuracy")
+
+# %% [markdown]
+# ## 4. Which rises first?
+# For each seed, the step at which each curve has made 25%, 50% and 75% of its rise (from its
+# first value to its highest, interpolated between checkpoints). The lag is IIA's step minus
+# accuracy's: negative when the variable is in place before the behaviour.
+
+# %%
+lags = {a: dynamics.lag(dyn[dyn.arch == a]) for a in archs}
+lag_table = pd.DataFrame([{"arch": a, "mean lag (steps)": format_ci(v["mean_lag"], v["lo"], v["hi"], 0, v["n"]),
+                           "IIA first (share of crossings)": v["iia_first"]} for a, v in lags.items()])
+lag_table
+
+# %%
+pd.concat([v["by_group"].assign(arch=a) for a, v in lags.items()], ignore_index=True).round(1)
+
+# %% [markdown]
+# ## 5. Gradience along the way
+# How graded is the variable while it forms? For the closest-looked-at seed, IIA on the
+# changed test pairs by the value swapped in (rows) and the value the target held (columns)
+# at three moments: the first checkpoint that answers a fifth of the trials, the first that
+# answers most of them, and the last. Then, over all its checkpoints, accuracy by count and
+# IIA by count, side by side: do the larger counts come later?
+
+# %%
+a0 = archs[0]
+d0 = dyn[(dyn.arch == a0) & (dyn.seed == SEED)].sort_values("step")
+moments = {}
+for label, level in (("early", 0.2), ("middle", 0.8)):
+    hit = d0[d0.trial_acc_train >= level]
+    if len(hit):
+        moments[label] = int(hit.step.iloc[0])
+moments["final"] = int(d0.step.iloc[-1])
+fig, axes = plt.subplots(1, len(moments), figsize=(4.6 * len(moments), 3.9), squeeze=False)
+for ax, (label, step) in zip(axes[0], moments.items()):
+    t = dynamics.iia_by_values(results[(a0, SEED)][step])
+    M = t.pivot(index="source_value", columns="target_value", values="iia")
+    im = ax.imshow(M.to_numpy(dtype=float), origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(M.shape[1]), M.columns, fontsize=6)
+    ax.set_yticks(range(M.shape[0]), M.index, fontsize=6)
+    acc = float(d0[d0.step == step].trial_acc_train.iloc[0])
+    ax.set_title(f"{label}: step {step} (accuracy {acc:.2f})", fontsize=9, loc="left")
+    ax.set_xlabel("target's count")
+axes[0][0].set_ylabel("count swapped in")
+fig.colorbar(im, ax=axes[0].tolist(), label="IIA, changed pairs")
+plotting.save_figure(fig, "05_gradience_heatmaps")
+
+# %%
+path0 = runs[a0][SEED]
+steps0 = list(d0.step)
+acc_count = dynamics.accuracy_over_training(path0, steps0, counts="all", n_per_count=16 if smoke else 60,
+                                            device=DEVICE, seed=SEED)
+iia_count = pd.concat([dynamics.iia_by_values(results[(a0, SEED)][s], by="target_count", against=None).assign(step=s)
+                       for s in steps0], ignore_index=True)
+A = acc_count.pivot(index="count", columns="step", values="trial_acc")
+B = iia_count.pivot(index="target_count", columns="step", values="iia").reindex(A.index)  # held-out counts: no pairs
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+for ax, M, title in ((axes[0], A, "trial accuracy by count"), (axes[1], B, "IIA by the target's count (changed pairs)")):
+    im = ax.imshow(M.to_numpy(dtype=float), origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(M.shape[1]), M.columns, fontsize=6, rotation=90)
+    ax.set_yticks(range(M.shape[0]), M.index, fontsize=6)
+    ax.set_xlabel("training step")
+    ax.set_title(f"{a0}, seed {SEED}: {title}", fontsize=9, loc="left")
+axes[0].set_ylabel("count")
+fig.colorbar(im, ax=axes.tolist(), label="accuracy / IIA")
+plotting.save_figure(fig, "05_per_count_over_training")
+
+
+# %%
+def first_step(M, level=0.9):
+    """Per row (count), the first step whose value reaches ``level`` (NaN: never)."""
+    out = {}
+    for n, row in M.iterrows():
+        hit = row[row >= level]
+        out[n] = float(hit.index[0]) if len(hit) else np.nan
+    return pd.Series(out)
+
+
+trained_counts = [n for n in A.index if n in symlib.tasks.COUNT_SETS["train"]]
+when = first_step(A.loc[trained_counts])
+rho = spearmanr(when.index, when.values, nan_policy="omit")
+print(f"first step with accuracy >= 0.9, by count: {when.dropna().astype(int).to_dict()}")
+print(f"Spearman rho between count and that step: {rho.statistic:.2f} (p = {rho.pvalue:.3f}, {when.notna().sum()} counts)")
+
+# %% [markdown]
+# ## 6. Do warm starts bias the result?
+# A few checkpoints of the closest-looked-at run searched again from a fresh alignment with
+# the full budget, against their warm-started searches above.
+
+# %%
+cold = None
+if COLD_CHECK:
+    pick = [steps0[i] for i in np.unique(np.linspace(len(steps0) // 3, len(steps0) - 1, COLD_CHECK).round().astype(int))]
+    cold = dynamics.iia_over_training(path0, search, steps=pick, warm=False, store=USE_STORE, device=DEVICE, progress=True).table
+    cold = cold[["step", "iia_changed_test"]].rename(columns={"iia_changed_test": "cold"}).merge(
+        d0[["step", "iia_changed_test"]].rename(columns={"iia_changed_test": "warm"}), on="step")
+    cold["warm - cold"] = cold.warm - cold.cold
+    print(cold.round(3).to_string(index=False))
+
+# %% [markdown]
+# ## 7. Transformers: which solution do they learn?
+# Chapter 04 found that a trained Transformer holds no Up-Down count at one position, and
+# that Ctx-Distr's count (recount from the context) is no evidence either, since a swap of it
+# only flips the next stop-or-go decision. Over training, does the Transformer pass through
+# a count-like solution before it settles? Runs when `ARCHS` has a Transformer.
+
+# %%
+tf_arch = next((a for a in archs if a.startswith("transformer")), None)
+tf = None
+if tf_arch:
+    path_tf = runs[tf_arch][SEED]
+    steps_tf = dynamics.pick_checkpoints(path_tf, n_ckpt)
+    ctx = dynamics.iia_over_training(path_tf, dict(search, program="ctx_distr"), steps=steps_tf, warm_steps=warm_steps,
+                                     store=USE_STORE, device=DEVICE, progress=True).table
+    ud = dyn[(dyn.arch == tf_arch) & (dyn.seed == SEED)]
+    tf = ud[["step", "iia_changed_test", "trial_acc_train"]].rename(columns={"iia_changed_test": "up_down"}).merge(
+        ctx[["step", "iia_changed_test", "initial_iia_changed_test"]].rename(
+            columns={"iia_changed_test": "ctx_distr", "initial_iia_changed_test": "ctx_distr_control"}), on="step")
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for col, style in (("up_down", "-"), ("ctx_distr", "-"), ("ctx_distr_control", ":"), ("trial_acc_train", "--")):
+        ax.plot(tf.step, tf[col], style, marker="o", ms=3, label=col.replace("_", " "))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("IIA (changed pairs) / accuracy")
+    ax.set_title(f"{tf_arch}, seed {SEED}: Up-Down against Ctx-Distr over training", fontsize=10, loc="left")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plotting.save_figure(fig, "05_transformer_programs_over_training")
+    print(tf.round(3).to_string(index=False))
+else:
+    print("no Transformer in ARCHS; set ARCHS='gru,lstm,transformer' to run this section")
+
+# %% [markdown]
+# ## 8. What the dynamics show
+# The numbers below are computed from this run of the chapter.
+
+# %%
+final = dyn.sort_values("step").groupby(["arch", "seed"]).tail(1)
+lines_out = []
+for a in archs:
+    f = final[final.arch == a]
+    ci = mean_ci(f.iia_changed_test.to_numpy())
+    p, lg = pooled.loc[a], lags[a]
+    lines_out.append(
+        f"- {a}: final IIA on changed pairs {format_ci(ci['mean'], ci['lo'], ci['hi'], 3, ci['n'])} over {len(f)} seeds "
+        f"(control at most {final[final.arch == a].initial_iia_changed_test.max():.3f}); "
+        f"r(IIA, accuracy) = {format_ci(p.r, p.lo, p.hi, 2)} pooled over {int(p.n)} checkpoints; "
+        f"IIA's rise minus accuracy's: {format_ci(lg['mean_lag'], lg['lo'], lg['hi'], 0, lg['n'])} steps "
+        f"(IIA first in {lg['iia_first']:.0%} of crossings).")
+strong = [a for a in archs if pooled.loc[a].lo >= 0.7]
+lines_out.append(f"- The study's 'strong correlation' (here: pooled r with its interval above 0.7) holds for: "
+                 f"{', '.join(strong) or 'none'}; not for: {', '.join(a for a in archs if a not in strong) or 'none'}.")
+if cold is not None and len(cold):
+    lines_out.append(f"- Warm against cold starts at {len(cold)} checkpoints: mean difference {cold['warm - cold'].mean():+.3f}, "
+                     f"largest {cold['warm - cold'].abs().max():.3f}.")
+lines_out.append(f"- Larger counts later? Spearman rho between count and the first step at accuracy >= 0.9: "
+                 f"{rho.statistic:.2f} ({a0}, seed {SEED}).")
+print("\n".join(lines_out))
+
+# %%
+symlib.write_results(RESULTS_PATH, {
+    "iia_by_checkpoint": {a: {int(s): g[["step", "iia_changed_test", "iia_test", "initial_iia_changed_test", "trial_acc_train",
+                                         "trial_acc_heldout", "trial_acc_out_of_range"]].to_dict("records")
+                              for s, g in dyn[dyn.arch == a].groupby("seed")} for a in archs},
+    "correlation": {a: {k: float(pooled.loc[a][k]) for k in ("r", "lo", "hi", "n")} for a in archs},
+    "correlation_by_seed": corr[corr.seed != "pooled"].to_dict("records"),
+    "lag": {a: {k: v[k] for k in ("mean_lag", "lo", "hi", "n", "iia_first")} for a, v in lags.items()},
+    "runs": solved.to_dict("records"),
+    "gradience_moments": moments,
+    "count_first_step_spearman": {"rho": rho.statistic, "p": rho.pvalue},
+    "warm_vs_cold": None if cold is None else cold.to_dict("records"),
+    "transformer_programs": None if tf is None else tf.to_dict("records"),
+    "notebook_seconds": round(time.perf_counter() - t_start, 1),
+})
