@@ -78,7 +78,8 @@ print(f"{len(archs)} architecture(s) x {len(seeds)} seeds; search at each checkp
 # networks of chapter 02 are reused; a longer stretch trains new runs beside them).
 # Checkpoints are saved every 25 steps up to step 200, every 50 to 1000, then sparser: dense
 # where learning happens. GRUs and LSTMs of several seeds train together as one batched
-# network (each seed with its own data, dropout and stopping point, exactly as if alone).
+# network (each seed with its own data, dropout and stopping point: the same as training
+# them alone, up to float rounding).
 
 # %%
 runs = {}
