@@ -180,12 +180,6 @@ def _packed_order(grid: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return pack_padded_sequence(grid, lengths.cpu(), batch_first=True, enforce_sorted=False).data
 
 
-def _feed_start(feed: torch.Tensor) -> torch.Tensor:
-    L = feed.shape[1]
-    idx = torch.arange(L, device=feed.device)[None, :]
-    return (torch.where(feed, idx, L).min(1).values.clamp(max=L - 1) - 1).clamp(min=0)
-
-
 def loss_rows(tokens: torch.Tensor, feed: torch.Tensor | None, pad: int = 0) -> torch.Tensor:
     """Flat indices into the (B, L-1) grid of next-token predictions, in the order a lone
     ``RecurrentModel`` computes its training loss (``free_running_loss`` when ``feed`` is
@@ -196,7 +190,7 @@ def loss_rows(tokens: torch.Tensor, feed: torch.Tensor | None, pad: int = 0) -> 
     t = torch.arange(L - 1, device=tokens.device)[None, :]
     padded_at_end = not bool((tokens[:, 1:][t >= n[:, None]] != pad).any())
     if feed is not None and bool(feed.any(1).all()) and padded_at_end:
-        start = _feed_start(feed)
+        start, _ = RecurrentModel._feed_span(feed)  # the lone network's own rule
         c = n - start - 1
         if bool((c >= 1).all()):  # the lone network's fused path: prefix, then the continuation
             pre = _packed_order(grid, start + 1)
@@ -287,6 +281,7 @@ def _train_group(cfg0: TrainConfig, runs: list[_Run], rngs: list[torch.Tensor], 
         bar = tqdm(total=cfg0.max_steps, initial=runs[active[0]].step, unit="step",
                    desc=f"train {len(runs)} {cfg0.arch} seeds on {cfg0.task}")
     t0 = [time.perf_counter()] * len(runs)
+    free = cfg0.response_input == "free"
     try:
         while active:
             step = runs[active[0]].step
@@ -295,7 +290,6 @@ def _train_group(cfg0: TrainConfig, runs: list[_Run], rngs: list[torch.Tensor], 
             batches = [runs[i].next_batch(dev) for i in active]
             for pg in opt.param_groups:
                 pg["lr"] = lr_at(step, cfg0)
-            free = cfg0.response_input == "free"
             loss, new = stacked_losses(net, P, [b.tokens for b in batches],
                                        [b.task_mask if free else None for b in batches], [rngs[i] for i in active])
             opt.zero_grad(set_to_none=True)

@@ -34,7 +34,7 @@ from .controls import CHANGED_CONTROLS, control_configs, fixed_controls
 from .das import DASConfig, DASResult, run_das_batch
 from .paths import runs_dir
 from .stats import mean_ci
-from .training import TrainConfig, _finished, checkpoint_steps, load_checkpoint, load_run, run_config, run_lock, train
+from .training import TrainConfig, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
 from .utils import check_choice
 
 #: The search at every checkpoint (the book's budget: orthogonal, 16 dims, 600 steps for a
@@ -90,21 +90,6 @@ def train_runs(arch: str, seeds: Sequence[int], task: str = "multiobject", after
         train_seeds([cfgs[i].seed for i in todo], cfgs[0], run_dirs=[dirs[i] for i in todo], device=device,
                     progress=progress)
     return dirs
-
-
-def train_for_dynamics(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 200,
-                       device: str = "auto", progress: bool = True, **kw) -> Path:
-    """Train (or finish, or just find) one run for learning dynamics; return its folder.
-
-    Two processes asking for the same run train it once (``run_lock``).
-    """
-    cfg = dynamics_config(arch, seed, task, after_solve, **kw)
-    path = dynamics_run_dir(cfg)
-    if not _finished(path):
-        with run_lock(path):
-            if not _finished(path):
-                train(cfg, run_dir=path, device=device, progress=progress)
-    return path
 
 
 def pick_checkpoints(run_dir: str | Path, n: int | None = None, last: int | None = None) -> list[int]:
