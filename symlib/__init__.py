@@ -5,7 +5,8 @@ Tasks and programs (``tasks``, ``programs``, ``counterfactuals``), networks (``m
 the search loop (``das``), measuring IIA (``iia``), controls (``controls``), the results
 store (``store``), findings over seeds (``findings``, ``stats``), analyses (``analysis``),
 comparisons of programs (``compare``, ``interventions``), sweeps (``sweep``), learning
-dynamics (``dynamics``),
+dynamics (``dynamics``), Model Alignment Search across networks (``mas``) and the similarity
+baselines (``similarity``: linear CKA, RSA),
 figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``, ``utils``).
 The names below are the ones notebooks use most.
 """
@@ -19,6 +20,8 @@ from .controls import CONTROL_NAMES, run_das_with_controls
 from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_pairs, make_splits, pairs_from_trials
 from .das import DASConfig, DASResult, load_alignment, run_das, run_das_batch, save_alignment, subspace_sweep
 from .iia import evaluate_alignment, iia_table, network_rollout
+from .mas import MASConfig, MASNetwork, MASResult, run_mas, run_stitching
+from .similarity import linear_cka, rsa
 from .stats import format_ci, mean_ci
 from .store import ResultsStore
 from .hooked import HookedModel, wrap_model

@@ -56,6 +56,23 @@ def variable_blocks(program: Program, variable: str) -> list[list[str]]:
                      f"valid choices: {', '.join(program_variable_names(program))}")
 
 
+def shared_variables(target: Program, source: Program, variable: str) -> list[list[str]]:
+    """The blocks of ``variable`` when a ``source`` program's values are written into a
+    ``target`` program: every program variable it names must exist in both. Raises a
+    ValueError naming the variables the two share otherwise."""
+    blocks = variable_blocks(target, variable)
+    names = [v for b in blocks for v in b]
+    if variable == "full":
+        names = list(dict.fromkeys(target.variables + source.variables))
+    missing = [v for v in names if v not in source.variables or v not in target.variables]
+    if missing:
+        both = [v for v in target.variables if v in source.variables]
+        raise ValueError(f"variable {variable!r} needs {', '.join(missing)}, which {source.name} on {source.task.name} "
+                         f"and {target.name} on {target.task.name} do not both have; variables they share: "
+                         f"{', '.join(both) or 'none'}")
+    return blocks
+
+
 def value_variable(program: Program, variable: str) -> str:
     """Return the variable whose values a pair's ``target_value``/``source_value`` hold.
 
@@ -165,9 +182,14 @@ def make_pairs(
     counts="train",
     seed: int = 0,
     relabel: torch.Tensor | None = None,
+    source_task: Task | None = None,
+    source_program: str | Program | None = None,
 ) -> CounterfactualPairs:
     """Sample ``n`` counterfactual pairs (seeded). Positions are drawn uniformly among demo
     and response tokens, independently for source and target; sources are fresh trials.
+    ``source_task`` / ``source_program``: sources from another task (and its program, by
+    default ``program`` on that task), for pairs between networks trained on different
+    tasks (MAS): the swapped values are read from the source's program by variable name.
 
     For ``count_phase`` each pair swaps count, phase, or both (a third each).
     The trials, positions and swap choices are all drawn before any program runs, so the
@@ -178,9 +200,15 @@ def make_pairs(
     counts = resolve_counts(counts)
     prog = make_program(program, task) if isinstance(program, str) else program
     n_blocks = len(variable_blocks(prog, variable))
+    src_task = task if source_task is None else source_task
+    src_prog = None
+    if source_task is not None or source_program is not None:
+        sp = program.name if isinstance(program, Program) else program
+        sp = sp if source_program is None else source_program
+        src_prog = make_program(sp, src_task) if isinstance(sp, str) else sp
     g = torch.Generator().manual_seed(seed)
     tgt = task.sample(n, counts, g, unk_p=0.0)
-    src = task.sample(n, counts, g, unk_p=0.0)
+    src = src_task.sample(n, counts, g, unk_p=0.0)
     pos, spos = intervention_positions(tgt, g), intervention_positions(src, g)
     if n_blocks == 1:
         swap = torch.ones(n, 1, dtype=torch.bool)
@@ -188,7 +216,7 @@ def make_pairs(
         choice = torch.randint(3, (n,), generator=g)  # 0: first block, 1: second, 2: both
         swap = torch.stack([choice != 1, choice != 0], 1)
     # from here on g only draws the identities of rolled-out demo tokens
-    return pairs_from_trials(prog, variable, tgt, pos, src, spos, swap, g, relabel=relabel)
+    return pairs_from_trials(prog, variable, tgt, pos, src, spos, swap, g, relabel=relabel, source_program=src_prog)
 
 
 def make_splits(
@@ -201,6 +229,8 @@ def make_splits(
     n_test: int,
     n_test_heldout: int = 0,
     relabel: torch.Tensor | None = None,
+    source_task: Task | None = None,
+    source_program: str | Program | None = None,
 ) -> dict[str, CounterfactualPairs]:
     """Return the pairs of each split, each drawn with its own seed ``split_seed(seed, name)``.
 
@@ -213,13 +243,13 @@ def make_splits(
     sizes = {"train": (n_train, "train"), "val": (n_val, "train"), "test": (n_test, "train")}
     if n_test_heldout > 0:
         sizes["test_heldout"] = (n_test_heldout, "heldout")
-    return {name: make_pairs(task, prog, variable, n, counts, split_seed(seed, name), relabel)
+    return {name: make_pairs(task, prog, variable, n, counts, split_seed(seed, name), relabel, source_task, source_program)
             for name, (n, counts) in sizes.items()}
 
 
 def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tensor, src: Trials, spos: torch.Tensor,
                       swap: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                      relabel: torch.Tensor | None = None) -> CounterfactualPairs:
+                      relabel: torch.Tensor | None = None, source_program: Program | None = None) -> CounterfactualPairs:
     """Counterfactual pairs from given target and source trials and positions: (batch,) each.
 
     swap: (batch, n_blocks) bool, which blocks each pair swaps (default: all).
@@ -228,17 +258,22 @@ def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tens
     kept). A ``phase`` swapped on its own is flipped (1 - v); with ``count_phase`` and
     ``full`` the phase stays the source's. ``changed`` is then against the relabelled
     counterfactual, while ``source_value`` keeps the true source value.
+    source_program: the program of the source trials when they come from another task
+    (values are read from it by variable name; it must have the variables swapped).
     """
     blocks = variable_blocks(prog, variable)
+    sprog = prog if source_program is None else source_program
+    if sprog is not prog:
+        shared_variables(prog, sprog, variable)
     n = len(tgt)
     swap = torch.ones(n, len(blocks), dtype=torch.bool) if swap is None else swap
-    ttrace, strace = prog.trace(tgt), prog.trace(src)
+    ttrace, strace = prog.trace(tgt), sprog.trace(src)
     s_state, t_state = state_at(strace, spos), state_at(ttrace, pos)
     lone_phase = [name for names in blocks for name in names] == ["phase"]
     values, rows = {}, {}
     for b, names in enumerate(blocks):
         for var in names:
-            v = prog.read(s_state, var)
+            v = sprog.read(s_state, var)
             if relabel is not None:
                 if var != "phase":
                     v = _apply_relabel(relabel, v)
@@ -258,6 +293,6 @@ def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tens
     return CounterfactualPairs(
         tokens=tokens, task_mask=task_mask, pos=pos, src_tokens=src.tokens, src_pos=spos, swap=swap,
         target_count=tgt.counts, source_count=src.counts,
-        target_value=prog.read(t_state, num), source_value=prog.read(s_state, num),
-        target_phase=prog.read(t_state, "phase"), source_phase=prog.read(s_state, "phase"),
+        target_value=prog.read(t_state, num), source_value=sprog.read(s_state, num),
+        target_phase=prog.read(t_state, "phase"), source_phase=sprog.read(s_state, "phase"),
         changed=changed, value_variable=num)

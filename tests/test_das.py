@@ -11,7 +11,7 @@ from symlib.das import DASConfig, DASResult
 from symlib.iia import after_swap, evaluate_alignment, scored_logits, site_states
 from symlib.programs import intervention_positions
 
-from helpers import MULTI, gen, small_model, wrap
+from helpers import MULTI, HandCounter, gen, small_model, wrap
 
 
 @pytest.fixture(scope="module")
@@ -114,46 +114,6 @@ def test_full_swap_reproduces_the_source(gru):
 
 
 # ---- 3./4. a hand-built counter, and one without a count ----------------------------------
-
-class HandCounter(nn.Module):
-    """A relu RNN with hand-set weights: unit 0 holds the count, unit 1 the phase, units 2-7 a token memory.
-
-    Read-out features f0 = relu(h0), f1 = relu(h0 - 1), f2 = relu(1 - h1); logits:
-    R = 10 (f0 - f1), E = 5, and 20 f2 on D0 (or, with ``uniform_demo``, on D0, D1, D2 and T
-    alike). In the response phase R wins while the count is > 0, E at 0.
-    """
-
-    def __init__(self, with_count: bool = True, uniform_demo: bool = False, d: int = 8):
-        super().__init__()
-        self.emb = nn.Embedding(9, 9)
-        self.rnn = nn.RNN(9, d, nonlinearity="relu", batch_first=True)
-        self.feat = nn.Linear(d, 3)
-        self.out = nn.Linear(3, 9)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.zero_()
-            self.emb.weight.copy_(torch.eye(9))
-            W_ih, W_hh = self.rnn.weight_ih_l0, self.rnn.weight_hh_l0
-            if with_count:
-                W_hh[0, 0] = 1.0
-                W_ih[0, 3:6] = 1.0  # demo tokens D0, D1, D2 count up
-                W_ih[0, 6] = -1.0  # R counts down
-            W_hh[1, 1] = 1.0
-            W_ih[1, 7] = 1.0  # T switches the phase on
-            for k in range(2, d):  # irrelevant, decaying memory of which demo word was seen
-                W_ih[k, 3 + k % 3] = 0.5
-                W_hh[k, k] = 0.5
-            self.feat.weight[0, 0] = 1.0
-            self.feat.weight[1, 0], self.feat.bias[1] = 1.0, -1.0
-            self.feat.weight[2, 1], self.feat.bias[2] = -1.0, 1.0
-            self.out.weight[6, 0], self.out.weight[6, 1] = 10.0, -10.0
-            self.out.bias[2] = 5.0
-            self.out.weight[[3, 4, 5, 7] if uniform_demo else [3], 2] = 20.0
-
-    def forward(self, tokens):
-        h, _ = self.rnn(self.emb(tokens))
-        return self.out(torch.relu(self.feat(h)))
-
 
 HAND_DAS = dict(variable="count", n_units=1, n_train=1500, n_val=300, n_test=300, max_steps=400, eval_every=50, progress=False, lr=1e-2)
 

@@ -1,0 +1,628 @@
+"""Model Alignment Search (MAS): one alignment per network, swaps between networks.
+
+DAS asks whether *one* network holds a program's variable. MAS asks whether *several*
+networks hold it in a way that can be exchanged: each network ``n`` gets its own invertible
+alignment ``A_n`` (widths may differ), and an interchange goes from a source network ``s``
+to a target network ``t``: the source state is mapped by ``A_s``, its aligned block written
+into ``A_t(h_t)``, mapped back by ``A_t``'s inverse, and network ``t`` continues from there.
+The label is what ``t``'s program does with the swapped-in value. All alignments train
+together over a chosen set of (source, target) directions, the diagonal (s = t, plain DAS)
+included; every network stays frozen. Cross-network IIA (source x target, on test pairs,
+chance-corrected on the changed pairs) is a causal, directed similarity measure.
+
+The counterfactual-latent (CL) loss (``cl_eps``) adds a second kind of supervision: the
+intervened state of ``t`` is pulled toward a *natural* state of ``t`` whose program state
+is the counterfactual one, by ``0.5 * (MSE + (1 - cos))``. Directions in
+``cl_directions`` get only that loss: no gradient ever runs through the target network's
+behaviour, as for a network that cannot be run forward from an edited state.
+
+Baselines on the same pairs and states: ``run_stitching`` (the whole target state replaced
+by a learned affine map of the source state) and, in ``similarity``, RSA and linear CKA.
+States of every network are computed once per pair set.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from types import SimpleNamespace
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .alignment import AlignmentFunction, make_alignment
+from .counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
+from .iia import PairStates, after_swap, evaluate_alignment, frozen, site_states
+from .models import SequenceModel, check_task
+from .programs import PROGRAM_NAMES, Program, make_program, state_at
+from .tasks import Task, make_task
+from .utils import check_choice
+
+#: Alignment functions MAS accepts: those whose interchange can take another network's map.
+MAS_ALIGNMENTS = ("orthogonal", "linear")
+
+
+@dataclass
+class MASNetwork:
+    """A frozen network in a MAS search: a name, the model, the task it learned, the site
+    aligned (the model's default when None) and the program its labels come from (the
+    search's program when None)."""
+
+    name: str
+    model: SequenceModel
+    task: Task
+    site: str | None = None
+    program: str | None = None
+
+    def __post_init__(self):
+        if isinstance(self.task, str):
+            self.task = make_task(self.task)
+        self.site = self.model.check_site(self.site)
+
+    @property
+    def width(self) -> int:
+        return self.model.state_size(self.site)
+
+
+@dataclass
+class MASConfig:
+    """One MAS search. ``directions``: "all" (every source x target), "self" (the diagonal
+    only: one DAS per network, trained together) or a list of (source, target) names.
+    ``cl_directions``: directions trained only by the counterfactual-latent loss (not also
+    in ``directions``). ``cl_eps``: weight of the CL loss on the behavioural directions
+    (0: none). ``batch_size``: pairs per target network per step, spread over its sources."""
+
+    program: str = "up_down"
+    variable: str = "count"
+    alignment: str = "orthogonal"
+    n_units: int = 16
+    directions: str | list = "all"
+    cl_directions: list = field(default_factory=list)
+    cl_eps: float = 0.0
+    lr: float = 1e-3
+    batch_size: int = 128
+    n_train: int = 10_000
+    n_val: int = 1_000
+    n_test: int = 1_000
+    max_steps: int = 600
+    eval_every: int = 50
+    patience: int = 4
+    target_iia: float = 0.995
+    relabel: bool = False  # the wrong-label control (as for DAS)
+    n_pool: int = 2_000  # trials whose states are the natural states the CL loss pulls toward
+    seed: int = 0
+
+    def __post_init__(self):
+        check_choice("program", self.program, PROGRAM_NAMES)
+        check_choice("MAS alignment function", self.alignment, MAS_ALIGNMENTS)
+        if self.n_units < 1:
+            raise ValueError(f"n_units must be >= 1, got {self.n_units}")
+        for name in ("batch_size", "n_train", "n_val", "n_test", "max_steps", "eval_every", "n_pool"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.cl_eps < 0:
+            raise ValueError(f"cl_eps must be >= 0, got {self.cl_eps}")
+        if isinstance(self.directions, str):
+            check_choice("directions", self.directions, ("all", "self"))
+        else:
+            self.directions = [tuple(d) for d in self.directions]
+        self.cl_directions = [tuple(d) for d in self.cl_directions]
+
+
+@dataclass
+class MASResult:
+    """What a MAS search returns.
+
+    names: the networks in order; alignments: name -> alignment; table: one row per
+    (source, target) direction with ``iia_test``, ``iia_changed_test``, ``iia_val``,
+    ``initial_iia_test``, ``initial_iia_changed_test`` (the untrained alignments on the same
+    pairs: the control), ``trained_by`` ("behaviour", "cl" or "none") and, when the CL
+    loss is on, ``cl_test`` (its value on test pairs) and ``cl_matched`` (the fraction of
+    pairs with a natural state to pull toward); metrics: steps, seconds, stopped_because.
+    """
+
+    names: list[str]
+    alignments: dict
+    config: MASConfig
+    table: pd.DataFrame
+    metrics: dict
+    history: list = field(default_factory=list)
+
+    def matrix(self, column: str = "iia_changed_test") -> np.ndarray:
+        """``column`` as a (source x target) matrix in the order of ``names`` (NaN where not measured)."""
+        M = np.full((len(self.names), len(self.names)), np.nan)
+        for r in self.table.itertuples():
+            M[self.names.index(r.source), self.names.index(r.target)] = getattr(r, column)
+        return M
+
+
+# ---------------------------------------------------------------- checks
+
+def as_networks(networks) -> list[MASNetwork]:
+    """Accept MASNetwork objects, (name, model, task[, site]) tuples or a {name: (model, task[, site])} dict."""
+    if isinstance(networks, dict):
+        networks = [(k, *v) if isinstance(v, tuple) else (k, v) for k, v in networks.items()]
+    out = [n if isinstance(n, MASNetwork) else MASNetwork(*n) for n in networks]
+    if len(out) < 1:
+        raise ValueError("MAS needs at least one network")
+    names = [n.name for n in out]
+    dup = sorted({x for x in names if names.count(x) > 1})
+    if dup:
+        raise ValueError(f"network names must be unique; repeated: {', '.join(dup)}")
+    for n in out:
+        check_task(n.model, n.task)
+    return out
+
+
+def _program(net: MASNetwork, cfg: MASConfig) -> Program:
+    return make_program(net.program or cfg.program, net.task)
+
+
+def resolve_directions(names: Sequence[str], spec, what: str = "directions") -> list[tuple[str, str]]:
+    """The (source, target) pairs ``spec`` names: "all", "self" or a list; unknown names raise."""
+    if spec == "all":
+        return [(s, t) for s in names for t in names]
+    if spec == "self":
+        return [(n, n) for n in names]
+    out = []
+    for d in spec:
+        if len(d) != 2:
+            raise ValueError(f"each of {what} is a (source, target) pair of network names, got {d!r}")
+        for x in d:
+            if x not in names:
+                raise ValueError(f"{what} name network {x!r}, which is not in this search; networks: {', '.join(names)}")
+        out.append((d[0], d[1]))
+    return list(dict.fromkeys(out))
+
+
+def check_mas(nets: list[MASNetwork], cfg: MASConfig) -> tuple[list, list]:
+    """Check a search before anything runs; return (behavioural directions, CL-only directions)."""
+    names = [n.name for n in nets]
+    beh = resolve_directions(names, cfg.directions)
+    cl = resolve_directions(names, cfg.cl_directions, "cl_directions") if cfg.cl_directions else []
+    both = sorted(set(beh) & set(cl))
+    if both:
+        raise ValueError(f"directions {both} are in both directions and cl_directions; a direction is trained one way")
+    if not beh and not cl:
+        raise ValueError("nothing to train: directions and cl_directions are both empty")
+    by = {n.name: n for n in nets}
+    progs = {n.name: _program(n, cfg) for n in nets}
+    lacking = []
+    for n in nets:
+        try:
+            variable_blocks(progs[n.name], cfg.variable)
+        except ValueError:
+            lacking.append(f"{n.name} ({progs[n.name].name} on {n.task.name})")
+    if lacking:
+        common = [v for v in progs[nets[0].name].variables if all(v in p.variables for p in progs.values())]
+        raise ValueError(f"variable {cfg.variable!r} is not a variable of every network's program: "
+                         f"{', '.join(lacking)} lack(s) it; variables they share: {', '.join(common) or 'none'}")
+    for s, t in beh + cl:
+        shared_variables(progs[t], progs[s], cfg.variable)
+    k = cfg.n_units * len(variable_blocks(_program(nets[0], cfg), cfg.variable))
+    narrow = min(nets, key=lambda n: n.width)
+    if k > narrow.width:
+        raise ValueError(f"n_units={cfg.n_units} ({k} dims) is wider than network {narrow.name!r} ({narrow.width} dims at "
+                         f"{narrow.site}); widths: {', '.join(f'{n.name} {n.width}' for n in nets)}")
+    return beh, cl
+
+
+# ---------------------------------------------------------------- pairs and states
+
+class _PairSet:
+    """The pairs of one (source task, target task, programs) combination, and states per network."""
+
+    def __init__(self, splits: dict[str, CounterfactualPairs]):
+        self.splits = splits
+        self.states: dict = {}  # (network name, side, split) -> (N, d)
+
+    def state(self, net: MASNetwork, side: str, split: str) -> torch.Tensor:
+        key = (net.name, side, split)
+        if key not in self.states:
+            p = self.splits[split]
+            tok, pos = (p.tokens, p.pos) if side == "target" else (p.src_tokens, p.src_pos)
+            self.states[key] = site_states(net.model, tok, pos, net.site)
+        return self.states[key]
+
+    def pair_states(self, src: MASNetwork, tgt: MASNetwork, split: str) -> PairStates:
+        return PairStates(self.splits[split], self.state(tgt, "target", split), self.state(src, "source", split))
+
+
+def _pair_sets(nets, cfg, directions, splits=("train", "val", "test")):
+    """One pair set per distinct (source task+program, target task+program); the same seed as a DAS
+    search with the same settings, so diagonal pairs equal DAS pairs."""
+    by = {n.name: n for n in nets}
+    sets: dict = {}
+    of: dict = {}
+    relabel = wrong_labels(seed=cfg.seed) if cfg.relabel else None
+    for s, t in directions:
+        S, T = by[s], by[t]
+        key = (S.task.name, S.program or cfg.program, T.task.name, T.program or cfg.program)
+        if key not in sets:
+            same = key[0] == key[2] and key[1] == key[3]
+            sp = make_splits(T.task, T.program or cfg.program, cfg.variable, cfg.seed, cfg.n_train, cfg.n_val, cfg.n_test,
+                             relabel=relabel, source_task=None if same else S.task,
+                             source_program=None if same else (S.program or cfg.program))
+            sets[key] = _PairSet({k: v for k, v in sp.items() if k in splits})
+        of[(s, t)] = sets[key]
+    return of
+
+
+# ---------------------------------------------------------------- counterfactual-latent targets
+
+def _state_keys(prog: Program, trace: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Encode each program state (every field) as one integer: (..., ) -> (...,) int64."""
+    key = torch.zeros_like(next(iter(trace.values())))
+    for k in sorted(trace):
+        key = key * 4096 + (trace[k].long() + 2048)
+    return key
+
+
+def counterfactual_states(pairs: CounterfactualPairs, prog: Program, variable: str) -> dict:
+    """The program state of each pair right after the interchange (every field), (N,) each."""
+    tr = prog.trace(SimpleNamespace(tokens=pairs.tokens, counts=pairs.target_count))
+    s = state_at(tr, pairs.pos)
+    num = value_variable(prog, variable)
+    for b, names in enumerate(variable_blocks(prog, variable)):
+        for var in names:
+            if var == num:
+                v = pairs.source_value
+            elif var == "phase":
+                v = pairs.source_phase
+            else:
+                raise ValueError(f"the CL loss supports count-like variables and phase, not {var!r}")
+            s = prog.write(s, var, v, pairs.swap[:, b])
+    return prog.after_intervention(s)
+
+
+def natural_pool(net: MASNetwork, prog: Program, n_trials: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of ``net`` at every demo and response position of fresh trials, with their
+    program-state keys: (keys (M,), H (M, d))."""
+    g = torch.Generator().manual_seed(split_seed(seed, "cl_pool"))
+    trials = net.task.sample(int(n_trials), "train", g, unk_p=0.0)
+    with frozen(net.model), torch.no_grad():
+        S = net.model.states(trials.tokens.to(net.model.device), net.site).float().cpu()
+    L = trials.tokens.shape[1]
+    idx = torch.arange(L)[None, :]
+    keep = (idx >= 1) & (idx < (trials.lengths - 1)[:, None]) & (idx != trials.trigger_pos[:, None])
+    keys = _state_keys(prog, prog.trace(trials))
+    return keys[keep], S[keep]
+
+
+def cl_targets(keys_needed: torch.Tensor, pool_keys: torch.Tensor, pool_H: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each needed key, one pool state with that key (chosen at random, seeded):
+    (H (N, d), matched (N,) bool; unmatched rows are zeros)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.argsort(pool_keys, stable=True)
+    sk = pool_keys[order]
+    lo = torch.searchsorted(sk, keys_needed, right=False)
+    hi = torch.searchsorted(sk, keys_needed, right=True)
+    n = hi - lo
+    matched = n > 0
+    pick = lo + (torch.rand(len(keys_needed), generator=g) * n.clamp(min=1)).long().clamp(max=(n - 1).clamp(min=0))
+    pick = torch.where(matched, pick, torch.zeros_like(pick)).clamp(max=max(len(sk) - 1, 0))
+    H = pool_H[order[pick]] if len(sk) else torch.zeros(len(keys_needed), pool_H.shape[1])
+    H = torch.where(matched[:, None], H, torch.zeros_like(H))
+    return H, matched
+
+
+def cl_loss(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The counterfactual-latent loss ``0.5 * (MSE + (1 - cos))`` averaged over rows."""
+    if h.shape[0] == 0:
+        return h.sum() * 0.0
+    mse = ((h - target) ** 2).mean(1)
+    cos = F.cosine_similarity(h, target, dim=1, eps=1e-8)
+    return (0.5 * (mse + (1 - cos))).mean()
+
+
+# ---------------------------------------------------------------- the search loop
+
+class _Dir:
+    """One (source, target) direction: its pair states per split and how it intervenes."""
+
+    def __init__(self, src: MASNetwork, tgt: MASNetwork, pset: _PairSet, seed: int):
+        self.src, self.tgt, self.pset = src, tgt, pset
+        self._states: dict = {}
+        self.gen = torch.Generator().manual_seed(split_seed(seed, f"batches:{src.name}>{tgt.name}"))
+        self.perm, self.cursor = None, 0
+        self.cl: dict = {}  # split -> (H_nat, matched)
+
+    def st(self, split: str) -> PairStates:
+        """The pairs of ``split`` with their states (computed on first use, shared through the pair set)."""
+        if split not in self._states:
+            self._states[split] = self.pset.pair_states(self.src, self.tgt, split)
+        return self._states[split]
+
+    def next_indices(self, b: int) -> torch.Tensor:
+        n = len(self.st("train"))
+        if self.perm is None:
+            self.perm = torch.randperm(n, generator=self.gen)
+        b = min(b, n)
+        if self.cursor + b > n:
+            self.perm, self.cursor = torch.randperm(n, generator=self.gen), 0
+        idx = self.perm[self.cursor:self.cursor + b]
+        self.cursor += b
+        return idx
+
+
+def _interchange(maps, d: _Dir, ht, hs, swap):
+    """The intervened target state of direction ``d``: ``maps[t]`` with ``maps[s]`` as source."""
+    A_t = maps[d.tgt.name]
+    if isinstance(A_t, _Stitch):
+        return A_t.interchange(ht, hs, swap)
+    return A_t.interchange(ht, hs, swap, source=None if d.src.name == d.tgt.name else maps[d.src.name])
+
+
+def _train(maps: dict, dirs_beh: list[_Dir], dirs_cl: list[_Dir], cfg, params, progress, desc, cl_eps):
+    """Joint training of every map; returns (history, steps, stopped_because, seconds, best_step)."""
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.max_steps, desc=desc, unit="step")
+    targets = list(dict.fromkeys(d.tgt.name for d in dirs_beh))
+    by_target = {t: [d for d in dirs_beh if d.tgt.name == t] for t in targets}
+    history, best_key, best_state, best_step, best_loss, since = [], None, None, 0, math.inf, 0
+    stopped, step, t0 = None, 0, time.perf_counter()
+    models = {d.tgt.name: d.tgt.model for d in dirs_beh + dirs_cl}
+    try:
+        with _all_frozen(models.values()):
+            while step < cfg.max_steps:
+                for m in maps.values():
+                    m.train()
+                loss = torch.zeros((), device=_dev(maps))
+                for t, ds in by_target.items():
+                    b = max(1, cfg.batch_size // len(ds))
+                    parts, hs = [], []
+                    for d in ds:
+                        idx = d.next_indices(b)
+                        p = d.st("train").batch(idx, d.tgt.model.device)
+                        h = _interchange(maps, d, p[3], p[4], p[5])
+                        if cl_eps and d.cl:
+                            H, ok = d.cl["train"]
+                            loss = loss + cl_eps * cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
+                        parts.append(p)
+                        hs.append(h)
+                    tokens, mask, pos = _cat(parts)
+                    h = torch.cat(hs)
+                    model = ds[0].tgt.model
+                    sel = after_swap(tokens, pos)
+                    logits = model.run_with_state(tokens, ds[0].tgt.site, pos, h, select=sel)
+                    loss = loss + F.cross_entropy(logits, F.pad(tokens[:, 1:], (0, 1))[sel])
+                for d in dirs_cl:
+                    idx = d.next_indices(cfg.batch_size)
+                    p = d.st("train").batch(idx, d.tgt.model.device)
+                    h = _interchange(maps, d, p[3], p[4], p[5])
+                    H, ok = d.cl["train"]
+                    loss = loss + cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                if step % cfg.eval_every == 0 or step >= cfg.max_steps:
+                    rec = {"step": step, "seconds": round(time.perf_counter() - t0, 3), "train_loss": float(loss.detach())}
+                    rec.update(_validate(maps, dirs_beh, dirs_cl))
+                    history.append(rec)
+                    key = (rec["val_iia"], -rec["val_loss"])
+                    if best_key is None or key > best_key:
+                        best_key, best_step = key, step
+                        best_state = {k: copy.deepcopy(m.state_dict()) for k, m in maps.items()}
+                    if rec["val_loss"] < best_loss - 1e-4:
+                        best_loss, since = rec["val_loss"], 0
+                    else:
+                        since += 1
+                    if bar is not None:
+                        bar.set_postfix(val_iia=f"{rec['val_iia']:.3f}")
+                    if dirs_beh and rec["val_iia"] >= cfg.target_iia:
+                        stopped = f"validation trial IIA >= {cfg.target_iia}"
+                        break
+                    if cfg.patience and since >= cfg.patience:
+                        stopped = f"validation loss plateaued for {cfg.patience} evaluations"
+                        break
+    finally:
+        if bar is not None:
+            bar.close()
+    if best_state is not None:
+        for k, m in maps.items():
+            m.load_state_dict(best_state[k])
+    return history, step, stopped or f"max_steps={cfg.max_steps} reached", time.perf_counter() - t0, best_step
+
+
+class _all_frozen:
+    def __init__(self, models):
+        self.cms = [frozen(m) for m in dict.fromkeys(models)]
+
+    def __enter__(self):
+        for c in self.cms:
+            c.__enter__()
+
+    def __exit__(self, *a):
+        for c in reversed(self.cms):
+            c.__exit__(*a)
+
+
+def _dev(maps):
+    return next(iter(next(iter(maps.values())).parameters())).device
+
+
+def _cat(parts):
+    L = max(p[0].shape[1] for p in parts)
+    pad = lambda x: F.pad(x, (0, L - x.shape[1]))
+    return torch.cat([pad(p[0]) for p in parts]), torch.cat([pad(p[1]) for p in parts]), torch.cat([p[2] for p in parts])
+
+
+@torch.no_grad()
+def _validate(maps, dirs_beh, dirs_cl) -> dict:
+    """Validation numbers that decide stopping: mean trial IIA and loss over the behavioural
+    directions (the CL loss over the CL-only ones when there are no behavioural ones)."""
+    iias, losses = [], []
+    for d in dirs_beh:
+        ev = _evaluate(maps, d, "val")
+        iias.append(ev["iia"])
+        losses.append(ev["loss"])
+    cl_vals = [_cl_value(maps, d, "val") for d in dirs_cl if d.cl]
+    if not dirs_beh:
+        return {"val_iia": 0.0, "val_loss": float(np.mean(cl_vals)) if cl_vals else 0.0, "val_cl": cl_vals}
+    out = {"val_iia": float(np.mean(iias)), "val_loss": float(np.mean(losses))}
+    if cl_vals:
+        out["val_cl"] = float(np.mean(cl_vals))
+    return out
+
+
+def _evaluate(maps, d: _Dir, split: str, free_running: bool = False) -> dict:
+    A_t = maps[d.tgt.name]
+    src = None if (isinstance(A_t, _Stitch) or d.src.name == d.tgt.name) else maps[d.src.name]
+    return evaluate_alignment(d.tgt.model, A_t, d.st(split), d.tgt.site, free_running=free_running, source_align=src)
+
+
+@torch.no_grad()
+def _cl_value(maps, d: _Dir, split: str) -> float | None:
+    if split not in d.cl:
+        return None
+    H, ok = d.cl[split]
+    st = d.st(split)
+    dev = d.tgt.model.device
+    idx = torch.nonzero(ok)[:, 0]
+    if len(idx) == 0:
+        return None
+    was = {k: m.training for k, m in maps.items()}
+    for m in maps.values():
+        m.eval()
+    try:
+        h = _interchange(maps, d, st.H_t[idx].to(dev), st.H_s[idx].to(dev), st.pairs.swap[idx].to(dev))
+        return float(cl_loss(h, H[idx].to(dev)))
+    finally:
+        for k, m in maps.items():
+            m.train(was[k])
+
+
+def _setup(nets, cfg, beh, cl, evaluate_all: bool):
+    by = {n.name: n for n in nets}
+    names = [n.name for n in nets]
+    measured = resolve_directions(names, "all") if evaluate_all else list(dict.fromkeys(beh + cl))
+    psets = _pair_sets(nets, cfg, list(dict.fromkeys(measured + beh + cl)))
+    dirs = {(s, t): _Dir(by[s], by[t], psets[(s, t)], cfg.seed) for (s, t) in psets}
+    return by, names, measured, dirs
+
+
+def _attach_cl(nets, cfg, dirs: dict, which: Sequence[tuple]) -> None:
+    """Natural target states for the CL loss on the directions ``which``."""
+    pools = {}
+    by = {n.name: n for n in nets}
+    for s, t in which:
+        net = by[t]
+        prog = _program(net, cfg)
+        if t not in pools:
+            pools[t] = natural_pool(net, prog, cfg.n_pool, cfg.seed)
+        keys, H = pools[t]
+        d = dirs[(s, t)]
+        for sp in ("train", "val", "test"):
+            need = _state_keys(prog, counterfactual_states(d.pset.splits[sp], prog, cfg.variable))
+            d.cl[sp] = cl_targets(need, keys, H, split_seed(cfg.seed, f"cl:{sp}"))
+
+
+def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evaluate_all: bool = True,
+            controls: bool = True, **overrides) -> MASResult:
+    """Search one alignment per network, jointly, over ``cfg``'s directions.
+
+    networks: ``MASNetwork`` objects, (name, model, task[, site]) tuples or a dict
+    {name: (model, task[, site])}. Every check (names, tasks and programs sharing the
+    variable, sizes, directions) runs before any state is computed. ``evaluate_all``:
+    measure every source x target direction on test pairs, trained or not (the matrix).
+    ``controls``: also measure the untrained alignments on the same pairs
+    (``initial_iia_*``). Keywords override fields of ``cfg``.
+    """
+    cfg = MASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
+    nets = as_networks(networks)
+    beh, cl = check_mas(nets, cfg)
+    if cfg.relabel and (cl or cfg.cl_eps > 0):
+        raise ValueError("the wrong-label control (relabel=True) trains on behaviour only; set cl_eps=0 and no cl_directions")
+    t_start = time.perf_counter()
+    by, names, measured, dirs = _setup(nets, cfg, beh, cl, evaluate_all)
+    n_blocks = len(variable_blocks(_program(nets[0], cfg), cfg.variable))
+    dev = nets[0].model.device
+    maps = {n.name: make_alignment(cfg.alignment, n.width, [cfg.n_units] * n_blocks,
+                                   seed=split_seed(cfg.seed, f"alignment:{n.name}")).to(dev) for n in nets}
+    initial = {k: copy.deepcopy(m) for k, m in maps.items()} if controls else None
+    if cl or cfg.cl_eps > 0:
+        _attach_cl(nets, cfg, dirs, cl + (beh if cfg.cl_eps > 0 else []))
+    params = [p for m in maps.values() for p in m.parameters()]
+    history, steps, stopped, seconds, best_step = _train(
+        maps, [dirs[d] for d in beh], [dirs[d] for d in cl], cfg, params, progress,
+        f"MAS x{len(nets)} ({len(beh)}+{len(cl)} directions)", cfg.cl_eps)
+    rows = []
+    for s, t in measured:
+        d = dirs[(s, t)]
+        ev, ev_val = _evaluate(maps, d, "test"), _evaluate(maps, d, "val")
+        row = {"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"], "iia_val": ev_val["iia"],
+               "trained_by": "behaviour" if (s, t) in beh else "cl" if (s, t) in cl else "none",
+               "n_test": ev["n"], "n_changed_test": ev["n_changed"]}
+        if initial is not None:
+            ev0 = _evaluate(initial, d, "test")
+            row.update({"initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"]})
+        if d.cl:
+            row["cl_test"] = _cl_value(maps, d, "test")
+            row["cl_matched"] = float(d.cl["test"][1].float().mean())
+        rows.append(row)
+    metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3),
+               "total_seconds": round(time.perf_counter() - t_start, 3), "stopped_because": stopped,
+               "directions": [list(d) for d in beh], "cl_directions": [list(d) for d in cl]}
+    for m in maps.values():
+        m.eval()
+    return MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, history)
+
+
+# ---------------------------------------------------------------- stitching baseline
+
+class _Stitch(nn.Module):
+    """A learned affine map from a source network's whole state to a target's whole state:
+    the target's own state is discarded (model stitching)."""
+
+    def __init__(self, d_s: int, d_t: int, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.lin = nn.Linear(d_s, d_t)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.randn(d_t, d_s, generator=g) / math.sqrt(d_s))
+            self.lin.bias.zero_()
+
+    def interchange(self, h_t, h_s, swap, source=None):
+        return self.lin(h_s.float()).to(h_t.dtype)
+
+
+def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True, **overrides) -> MASResult:
+    """Model stitching on the same kind of pairs: for each direction (source, target) an
+    affine map replaces the target's *whole* state with one made from the source's state,
+    trained on the target's behaviour. The pairs swap every program variable (``full``), the
+    only counterfactual a whole-state replacement can be asked to follow. Returns a
+    ``MASResult`` whose ``alignments`` are keyed ``"source>target"``."""
+    cfg = MASConfig(**{**(asdict(cfg) if cfg else {}), **overrides, "variable": "full", "cl_eps": 0.0, "cl_directions": []})
+    nets = as_networks(networks)
+    beh, _ = check_mas(nets, replace(cfg, n_units=1))
+    by, names, measured, dirs = _setup(nets, cfg, beh, [], False)
+    dev = nets[0].model.device
+    stitches = {f"{s}>{t}": _Stitch(by[s].width, by[t].width, split_seed(cfg.seed, f"stitch:{s}>{t}")).to(dev) for s, t in beh}
+    rows, hist_all, total = [], {}, 0.0
+    # each direction trains its own map (maps share nothing), one after another
+    for s, t in beh:
+        key = f"{s}>{t}"
+        maps = {t: stitches[key]}
+        d = dirs[(s, t)]
+        init = copy.deepcopy(stitches[key])
+        history, steps, stopped, seconds, best_step = _train(maps, [d], [], cfg, list(stitches[key].parameters()),
+                                                             progress, f"stitch {key}", 0.0)
+        total += seconds
+        ev, ev0 = _evaluate(maps, d, "test"), _evaluate({t: init}, d, "test")
+        rows.append({"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"],
+                     "initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"], "trained_by": "behaviour",
+                     "steps": steps, "stopped_because": stopped, "n_test": ev["n"], "n_changed_test": ev["n_changed"]})
+        hist_all[key] = history
+        stitches[key].eval()
+    return MASResult(names, stitches, cfg, pd.DataFrame(rows), {"seconds": round(total, 3)}, [hist_all])
