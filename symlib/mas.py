@@ -352,9 +352,10 @@ class _Dir:
 
 def _interchange(maps, d: _Dir, ht, hs, swap):
     """The intervened target state of direction ``d``: ``maps[t]`` with ``maps[s]`` as source."""
+    stitch = maps.get(f"{d.src.name}>{d.tgt.name}")
+    if stitch is not None:
+        return stitch.interchange(ht, hs, swap)
     A_t = maps[d.tgt.name]
-    if isinstance(A_t, _Stitch):
-        return A_t.interchange(ht, hs, swap)
     return A_t.interchange(ht, hs, swap, source=None if d.src.name == d.tgt.name else maps[d.src.name])
 
 
@@ -477,8 +478,11 @@ def _validate(maps, dirs_beh, dirs_cl) -> dict:
 
 
 def _evaluate(maps, d: _Dir, split: str, free_running: bool = False) -> dict:
-    A_t = maps[d.tgt.name]
-    src = None if (isinstance(A_t, _Stitch) or d.src.name == d.tgt.name) else maps[d.src.name]
+    A_t = maps.get(f"{d.src.name}>{d.tgt.name}")
+    src = None
+    if A_t is None:
+        A_t = maps[d.tgt.name]
+        src = None if d.src.name == d.tgt.name else maps[d.src.name]
     return evaluate_alignment(d.tgt.model, A_t, d.st(split), d.tgt.site, free_running=free_running, source_align=src)
 
 
@@ -528,8 +532,62 @@ def _attach_cl(nets, cfg, dirs: dict, which: Sequence[tuple]) -> None:
             d.cl[sp] = cl_targets(need, keys, H, split_seed(cfg.seed, f"cl:{sp}"))
 
 
+# ---------------------------------------------------------------- caching
+
+def _cache_key(kind: str, nets: list[MASNetwork], cfg: MASConfig, **extra) -> str:
+    import hashlib
+    import json
+    from .store import MEASUREMENT_VERSION, model_fingerprint
+    d = {"kind": kind, "version": MEASUREMENT_VERSION, "config": asdict(cfg), **extra,
+         "networks": [[n.name, model_fingerprint(n.model), n.task.name, n.site, n.program] for n in nets]}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _cache_dir(store, key: str):
+    return store.root / "mas" / key[:2] / key
+
+
+def _cache_get(store, key: str, make_map) -> MASResult | None:
+    import json
+    p = _cache_dir(store, key)
+    if not (p / "result.json").exists():
+        return None
+    meta = json.loads((p / "result.json").read_text())
+    states = torch.load(p / "maps.pt", weights_only=True, map_location="cpu")
+    maps = {}
+    for k, sd in states.items():
+        maps[k] = make_map(k, sd)
+        maps[k].load_state_dict(sd)
+        maps[k].eval()
+    c = meta["config"]
+    cfg = MASConfig(**{**c, "directions": c["directions"] if isinstance(c["directions"], str) else [tuple(x) for x in c["directions"]]})
+    return MASResult(meta["names"], maps, cfg, pd.DataFrame(meta["table"], columns=meta["columns"]), dict(meta["metrics"], cached=True), meta["history"])
+
+
+def _cache_put(store, key: str, res: MASResult) -> None:
+    import os
+    import shutil
+    import tempfile
+    from .utils import atomic_write_json
+    final = _cache_dir(store, key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.")
+    try:
+        atomic_write_json(os.path.join(tmp, "result.json"), {
+            "names": res.names, "config": asdict(res.config), "table": res.table.to_dict("records"), "columns": list(res.table.columns),
+            "metrics": res.metrics, "history": res.history}, digits=None)
+        torch.save({k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in res.alignments.items()},
+                   os.path.join(tmp, "maps.pt"))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evaluate_all: bool = True,
-            controls: bool = True, **overrides) -> MASResult:
+            controls: bool = True, store=None, **overrides) -> MASResult:
     """Search one alignment per network, jointly, over ``cfg``'s directions.
 
     networks: ``MASNetwork`` objects, (name, model, task[, site]) tuples or a dict
@@ -537,19 +595,29 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
     variable, sizes, directions) runs before any state is computed. ``evaluate_all``:
     measure every source x target direction on test pairs, trained or not (the matrix).
     ``controls``: also measure the untrained alignments on the same pairs
-    (``initial_iia_*``). Keywords override fields of ``cfg``.
+    (``initial_iia_*``). ``store``: a results store (True: the default one) where searches
+    are cached under the networks' weights and the config. Keywords override fields of ``cfg``.
     """
+    from .store import resolve_store
     cfg = MASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
     nets = as_networks(networks)
     beh, cl = check_mas(nets, cfg)
     if cfg.relabel and (cl or cfg.cl_eps > 0):
         raise ValueError("the wrong-label control (relabel=True) trains on behaviour only; set cl_eps=0 and no cl_directions")
+    store = resolve_store(store)
+    n_blocks = len(variable_blocks(_program(nets[0], cfg), cfg.variable))
+    new_map = lambda n: make_alignment(cfg.alignment, n.width, [cfg.n_units] * n_blocks, seed=split_seed(cfg.seed, f"alignment:{n.name}"))
+    key = None
+    if store is not None:
+        key = _cache_key("mas", nets, cfg, evaluate_all=evaluate_all, controls=controls)
+        by_name = {n.name: n for n in nets}
+        hit = _cache_get(store, key, lambda k, sd: new_map(by_name[k]))
+        if hit is not None:
+            return hit
     t_start = time.perf_counter()
     by, names, measured, dirs = _setup(nets, cfg, beh, cl, evaluate_all)
-    n_blocks = len(variable_blocks(_program(nets[0], cfg), cfg.variable))
     dev = nets[0].model.device
-    maps = {n.name: make_alignment(cfg.alignment, n.width, [cfg.n_units] * n_blocks,
-                                   seed=split_seed(cfg.seed, f"alignment:{n.name}")).to(dev) for n in nets}
+    maps = {n.name: new_map(n).to(dev) for n in nets}
     initial = {k: copy.deepcopy(m) for k, m in maps.items()} if controls else None
     if cl or cfg.cl_eps > 0:
         _attach_cl(nets, cfg, dirs, cl + (beh if cfg.cl_eps > 0 else []))
@@ -576,7 +644,10 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
                "directions": [list(d) for d in beh], "cl_directions": [list(d) for d in cl]}
     for m in maps.values():
         m.eval()
-    return MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, history)
+    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, history)
+    if key is not None:
+        _cache_put(store, key, res)
+    return res
 
 
 # ---------------------------------------------------------------- stitching baseline
@@ -597,32 +668,47 @@ class _Stitch(nn.Module):
         return self.lin(h_s.float()).to(h_t.dtype)
 
 
-def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True, **overrides) -> MASResult:
+def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True, store=None, **overrides) -> MASResult:
     """Model stitching on the same kind of pairs: for each direction (source, target) an
     affine map replaces the target's *whole* state with one made from the source's state,
     trained on the target's behaviour. The pairs swap every program variable (``full``), the
-    only counterfactual a whole-state replacement can be asked to follow. Returns a
-    ``MASResult`` whose ``alignments`` are keyed ``"source>target"``."""
+    only counterfactual a whole-state replacement can be asked to follow. The maps share
+    nothing; they train in one loop (one pass per target network per step) and stop together.
+    Returns a ``MASResult`` whose ``alignments`` are keyed ``"source>target"``, with the
+    untrained maps as the control (``initial_iia_*``)."""
+    from .store import resolve_store
     cfg = MASConfig(**{**(asdict(cfg) if cfg else {}), **overrides, "variable": "full", "cl_eps": 0.0, "cl_directions": []})
     nets = as_networks(networks)
     beh, _ = check_mas(nets, replace(cfg, n_units=1))
+    store = resolve_store(store)
+    by = {n.name: n for n in nets}
+    new_map = lambda k: _Stitch(by[k.split(">")[0]].width, by[k.split(">")[1]].width, split_seed(cfg.seed, f"stitch:{k}"))
+    key = None
+    if store is not None:
+        key = _cache_key("stitch", nets, cfg)
+        hit = _cache_get(store, key, lambda k, sd: new_map(k))
+        if hit is not None:
+            return hit
+    t_start = time.perf_counter()
     by, names, measured, dirs = _setup(nets, cfg, beh, [], False)
     dev = nets[0].model.device
-    stitches = {f"{s}>{t}": _Stitch(by[s].width, by[t].width, split_seed(cfg.seed, f"stitch:{s}>{t}")).to(dev) for s, t in beh}
-    rows, hist_all, total = [], {}, 0.0
-    # each direction trains its own map (maps share nothing), one after another
+    maps = {f"{s}>{t}": new_map(f"{s}>{t}").to(dev) for s, t in beh}
+    initial = copy.deepcopy(maps)
+    params = [p for m in maps.values() for p in m.parameters()]
+    history, steps, stopped, seconds, best_step = _train(maps, [dirs[d] for d in beh], [], cfg, params, progress,
+                                                         f"stitching ({len(beh)} directions)", 0.0)
+    rows = []
     for s, t in beh:
-        key = f"{s}>{t}"
-        maps = {t: stitches[key]}
         d = dirs[(s, t)]
-        init = copy.deepcopy(stitches[key])
-        history, steps, stopped, seconds, best_step = _train(maps, [d], [], cfg, list(stitches[key].parameters()),
-                                                             progress, f"stitch {key}", 0.0)
-        total += seconds
-        ev, ev0 = _evaluate(maps, d, "test"), _evaluate({t: init}, d, "test")
+        ev, ev0 = _evaluate(maps, d, "test"), _evaluate(initial, d, "test")
         rows.append({"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"],
                      "initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"], "trained_by": "behaviour",
-                     "steps": steps, "stopped_because": stopped, "n_test": ev["n"], "n_changed_test": ev["n_changed"]})
-        hist_all[key] = history
-        stitches[key].eval()
-    return MASResult(names, stitches, cfg, pd.DataFrame(rows), {"seconds": round(total, 3)}, [hist_all])
+                     "n_test": ev["n"], "n_changed_test": ev["n_changed"]})
+    for m in maps.values():
+        m.eval()
+    metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3), "stopped_because": stopped,
+               "total_seconds": round(time.perf_counter() - t_start, 3), "directions": [list(d) for d in beh]}
+    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, history)
+    if key is not None:
+        _cache_put(store, key, res)
+    return res

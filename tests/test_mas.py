@@ -192,3 +192,20 @@ def test_similarity_matrices_on_condition_states():
         M = sim[k]
         assert M.shape == (3, 3) and np.allclose(M, M.T) and np.allclose(np.diag(M), 1)
     assert sim["cka"][0, 1] > 0.95  # the same function, units reordered
+
+
+def test_searches_are_cached(tmp_path):
+    """A second identical call loads the search from the store: the same table and maps, no training."""
+    a, b, _, _ = counters()
+    nets = [("A", a, MULTI), ("B", b, MULTI)]
+    kw = {**FAST, "max_steps": 20, "eval_every": 10}
+    first = mas.run_mas(nets, progress=False, store=tmp_path, **kw)
+    again = mas.run_mas(nets, progress=False, store=tmp_path, **kw)
+    assert again.metrics.get("cached") and not first.metrics.get("cached")
+    assert again.table.equals(first.table)
+    assert torch.equal(again.alignments["B"].Q, first.alignments["B"].Q)
+    other = mas.run_mas(nets, progress=False, store=tmp_path, **{**kw, "seed": 1})
+    assert not other.metrics.get("cached")
+    st = mas.run_stitching(nets, progress=False, store=tmp_path, directions=[("A", "B")], **kw)
+    st2 = mas.run_stitching(nets, progress=False, store=tmp_path, directions=[("A", "B")], **kw)
+    assert st2.metrics.get("cached") and st2.table.equals(st.table)
