@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare dynamics compare-seeds compare-grid findings test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare dynamics mas compare-seeds compare-grid findings test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -47,6 +47,12 @@ book-compare: venv
 dynamics: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/05_learning_dynamics.ipynb $(OUT)/05_learning_dynamics.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/05_learning_dynamics.json
+
+# chapter 06 (Model Alignment Search) at its default size: three GRU seeds, an LSTM and a Transformer, plus a
+# SingleObject GRU. Not yet part of `make book` (README, Speed).
+mas: venv
+	@mkdir -p $(OUT)
+	$(PM) notebooks/06_model_alignment_search.ipynb $(OUT)/06_model_alignment_search.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/06_model_alignment_search.json
 
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.
@@ -92,6 +98,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_dask_sweep.py
 	$(BIN)/python benchmarks/bench_dynamics.py --cold
 	$(BIN)/python benchmarks/bench_seeds.py
+	$(BIN)/python benchmarks/bench_mas.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache

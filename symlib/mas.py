@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from .alignment import AlignmentFunction, make_alignment
 from .counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
@@ -376,33 +377,35 @@ def _train(maps: dict, dirs_beh: list[_Dir], dirs_cl: list[_Dir], cfg, params, p
             while step < cfg.max_steps:
                 for m in maps.values():
                     m.train()
-                loss = torch.zeros((), device=_dev(maps))
-                for t, ds in by_target.items():
-                    b = max(1, cfg.batch_size // len(ds))
-                    parts, hs = [], []
-                    for d in ds:
-                        idx = d.next_indices(b)
+                # each network's rotation is computed once per step, not once per direction
+                with parametrize.cached():
+                    loss = torch.zeros((), device=_dev(maps))
+                    for t, ds in by_target.items():
+                        b = max(1, cfg.batch_size // len(ds))
+                        parts, hs = [], []
+                        for d in ds:
+                            idx = d.next_indices(b)
+                            p = d.st("train").batch(idx, d.tgt.model.device)
+                            h = _interchange(maps, d, p[3], p[4], p[5])
+                            if cl_eps and d.cl:
+                                H, ok = d.cl["train"]
+                                loss = loss + cl_eps * cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
+                            parts.append(p)
+                            hs.append(h)
+                        tokens, mask, pos = _cat(parts)
+                        h = torch.cat(hs)
+                        model = ds[0].tgt.model
+                        sel = after_swap(tokens, pos)
+                        logits = model.run_with_state(tokens, ds[0].tgt.site, pos, h, select=sel)
+                        loss = loss + F.cross_entropy(logits, F.pad(tokens[:, 1:], (0, 1))[sel])
+                    for d in dirs_cl:
+                        idx = d.next_indices(cfg.batch_size)
                         p = d.st("train").batch(idx, d.tgt.model.device)
                         h = _interchange(maps, d, p[3], p[4], p[5])
-                        if cl_eps and d.cl:
-                            H, ok = d.cl["train"]
-                            loss = loss + cl_eps * cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
-                        parts.append(p)
-                        hs.append(h)
-                    tokens, mask, pos = _cat(parts)
-                    h = torch.cat(hs)
-                    model = ds[0].tgt.model
-                    sel = after_swap(tokens, pos)
-                    logits = model.run_with_state(tokens, ds[0].tgt.site, pos, h, select=sel)
-                    loss = loss + F.cross_entropy(logits, F.pad(tokens[:, 1:], (0, 1))[sel])
-                for d in dirs_cl:
-                    idx = d.next_indices(cfg.batch_size)
-                    p = d.st("train").batch(idx, d.tgt.model.device)
-                    h = _interchange(maps, d, p[3], p[4], p[5])
-                    H, ok = d.cl["train"]
-                    loss = loss + cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
+                        H, ok = d.cl["train"]
+                        loss = loss + cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
                 opt.step()
                 step += 1
                 if bar is not None:

@@ -174,3 +174,32 @@ def test_dynamics_notebook_rejects_bad_input_before_any_work(tmp_path):
         _run("05_learning_dynamics.ipynb", tmp_path, ARCHS="gru,cnn", SEEDS="7", SEED=7, SMOKE=True)
     assert "cnn" in str(err.value) and "transformer_nope" in str(err.value)
     assert _runs() == before
+
+
+def test_mas_notebook_with_other_parameters(tmp_path):
+    """06 on three networks (two LSTM seeds and a GRU), two sizes and no cross-task network writes
+    the matrices it documents, in the order of NETWORKS."""
+    res = tmp_path / "m.json"
+    _run("06_model_alignment_search.ipynb", tmp_path, NETWORKS="lstm:5,gru:5,lstm:6", UNITS="1,2", CROSS_TASK="",
+         SMOKE=True, RESULTS_PATH=str(res))
+    m = json.loads(res.read_text())
+    assert m["names"] == ["lstm:5", "gru:5", "lstm:6"]
+    for key in ("mas_iia", "mas_control", "cka", "rsa", "stitch_iia"):
+        assert len(m[key]) == 3 and all(len(row) == 3 for row in m[key]), key
+    assert all(0 <= v <= 1 for row in m["mas_iia"] for v in row)
+    assert m["cka"][0][0] == pytest.approx(1.0)
+    assert set(m["mas_iia_vs_units"]) == {"GRU-LSTM"} and set(m["mas_iia_vs_units"]["GRU-LSTM"]) == {"1", "2"}
+    assert set(m["cl_iia"]) == {"lstm:5 -> gru:5", "gru:5 -> gru:5"}
+    assert m["cross_task"] is None
+
+
+def test_mas_notebook_rejects_bad_input_before_any_work(tmp_path):
+    """A malformed NETWORKS item stops 06 in its first cells, before any network is trained."""
+    before = _runs()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("06_model_alignment_search.ipynb", tmp_path, NETWORKS="gru:0,gru", SMOKE=True)
+    assert "arch:seed" in str(err.value)
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("06_model_alignment_search.ipynb", tmp_path, NETWORKS="gru:0,rnn:1", SMOKE=True)
+    assert "rnn" in str(err.value) and "transformer" in str(err.value)
+    assert _runs() == before
