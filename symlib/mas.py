@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from .alignment import AlignmentFunction, make_alignment
+from .alignment import make_alignment
 from .counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
 from .iia import PairStates, after_swap, evaluate_alignment, frozen, site_states
 from .models import SequenceModel, check_task
@@ -256,8 +256,8 @@ def _pair_sets(nets, cfg, directions, splits=("train", "val", "test")):
 
 # ---------------------------------------------------------------- counterfactual-latent targets
 
-def _state_keys(prog: Program, trace: dict, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Encode each program state (every field) as one integer: (..., ) -> (...,) int64."""
+def _state_keys(prog: Program, trace: dict) -> torch.Tensor:
+    """Encode each program state (every field of ``trace``, any shape) as one int64 per state."""
     key = torch.zeros_like(next(iter(trace.values())))
     for k in sorted(trace):
         key = key * 4096 + (trace[k].long() + 2048)

@@ -209,3 +209,16 @@ def test_searches_are_cached(tmp_path):
     st = mas.run_stitching(nets, progress=False, store=tmp_path, directions=[("A", "B")], **kw)
     st2 = mas.run_stitching(nets, progress=False, store=tmp_path, directions=[("A", "B")], **kw)
     assert st2.metrics.get("cached") and st2.table.equals(st.table)
+
+
+def test_wrong_label_control_scores_low_where_the_real_search_scores_high():
+    """MAS trained and tested on permuted swapped values (relabel=True) cannot fit them with a
+    rotation: far below the real search on the same networks."""
+    a, b, _, _ = counters()
+    nets = [("A", a, MULTI), ("B", b, MULTI)]
+    real = mas.run_mas(nets, progress=False, **FAST)
+    ctl = mas.run_mas(nets, progress=False, relabel=True, **FAST)
+    assert np.nanmin(real.matrix()) >= 0.95
+    assert np.nanmax(ctl.matrix()) < 0.5, ctl.table
+    with pytest.raises(ValueError, match="relabel"):
+        mas.run_mas(nets, progress=False, **{**FAST, "relabel": True, "cl_eps": 0.1})
