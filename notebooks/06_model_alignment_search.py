@@ -16,9 +16,9 @@
 #   how many dimensions the shared count needs; model stitching as a baseline; the
 #   counterfactual-latent loss, which aligns a network no behavioural gradient runs through;
 #   and a network trained on another task aligned through the program's variables.
-# - **Runtime (2-core CPU, default size):** see the README's chapter table; the test suite
-#   runs it at a tiny size in under a minute. Every search is cached in `data/das_store`, so
-#   a rerun costs seconds.
+# - **Runtime (2-core CPU, default size):** about 11 minutes with the networks trained (the size
+#   sweep is half of it); the test suite runs it at a tiny size in under a minute. Every
+#   search is cached in `data/das_store`, so a rerun costs seconds.
 # - **GPU:** optional; searches run on CUDA when `DEVICE` picks it.
 
 # %% tags=["parameters"]
@@ -200,6 +200,29 @@ plotting.save_figure(fig, "06_mas_iia_vs_units")
 pd.DataFrame(sweep_rows).round(3)
 
 # %% [markdown]
+# ### Why counts do not pass into the LSTM
+# A rotation keeps lengths. A GRU's state is bounded (|h| <= 1), while an LSTM's state holds
+# its cell state, which is not; if the LSTM keeps its count at a larger scale, no rotation
+# can write a GRU's count into it at the scale it needs. A general invertible linear map per
+# network (`alignment="linear"`) can rescale. The same two networks, searched again with
+# linear maps and three times the steps:
+
+# %%
+scale_rows, linear_pair = [], None
+lstm_net = first_of("lstm")
+for n in nets:
+    H = symlib.natural_states(n.model, task, "up_down", n_trials=100 if smoke else 400, seed=SEED, site=n.site)["H"]
+    scale_rows.append({"network": n.name, "largest |state| coordinate": float(np.abs(H).max()), "mean coordinate sd": float(H.std(0).mean())})
+if lstm_net is not None and lstm_net is not g0:
+    lin = mas.run_mas([g0, lstm_net], sweep_cfg, progress=True, store=USE_STORE, alignment="linear", max_steps=3 * sweep_steps)
+    rot = mas.run_mas([g0, lstm_net], sweep_cfg, progress=False, store=USE_STORE, n_units=n_units)
+    linear_pair = rot.table[["source", "target", "iia_changed_test"]].rename(columns={"iia_changed_test": f"rotation, {sweep_steps} steps"})
+    linear_pair[f"linear, {3 * sweep_steps} steps"] = lin.table.iia_changed_test.to_numpy()
+    linear_pair["control (linear, untrained)"] = lin.table.initial_iia_changed_test.to_numpy()
+    print(linear_pair.round(3).to_string(index=False))
+pd.DataFrame(scale_rows).round(3)
+
+# %% [markdown]
 # ## 5. Model stitching
 # The baseline that asks the most of a map and the least of a variable: the target's whole
 # state is replaced by an affine map of the source's state (its own state discarded), trained
@@ -295,6 +318,12 @@ if tf_i and gru_i:
     lines_out.append(f"- {names[i]} and {names[j]}: CKA {sim['cka'][i, j]:.2f}, RSA {sim['rsa'][i, j]:.2f}, "
                      f"MAS {M_sym[i, j]:.2f} (changed pairs, both directions).")
 lines_out.append(f"- Rank correlation over network pairs: MAS with CKA {rho_cka:.2f}, with RSA {rho_rsa:.2f}.")
+if linear_pair is not None:
+    lp = linear_pair.set_index(["source", "target"])
+    into = lp.loc[(g0.name, lstm_net.name)]
+    lines_out.append(f"- {g0.name} -> {lstm_net.name}: {into.iloc[0]:.3f} with rotations, {into.iloc[1]:.3f} with linear maps "
+                     f"({lstm_net.name} into itself {lp.loc[(lstm_net.name, lstm_net.name)].iloc[1]:.3f}); largest state coordinate "
+                     + ", ".join(f"{r['network']} {r['largest |state| coordinate']:.1f}" for r in scale_rows) + ".")
 lines_out.append(f"- Stitching (whole state, count and phase pairs): {', '.join(f'{r.source} -> {r.target} {r.iia_changed_test:.2f}' for r in stitch.table.itertuples())}.")
 lines_out.append(f"- CL loss alone into {B.name}: " + "; ".join(
     f"{r['direction']} {r['CL only']:.3f} against {r['behavioural MAS']:.3f} behavioural ({r['recovered']:.0%})"
@@ -322,6 +351,8 @@ symlib.write_results(RESULTS_PATH, {
     "cl_iia": {r["direction"]: {k: r[k] for k in ("behavioural MAS", "CL only", "control", "recovered", "pairs with a natural state")}
                for r in cl_tbl.to_dict("records")},
     "mas_iia_vs_units": {label: {str(k): v for k, v in pts.items()} for label, pts in vs_units.items()},
+    "linear_pair": None if linear_pair is None else linear_pair.to_dict("records"),
+    "state_scale": scale_rows,
     "cross_task": None if cross is None else {"task": CROSS_TASK, "table": cross.table.to_dict("records")},
     "rank_correlation": {"cka": rho_cka, "rsa": rho_rsa},
     "search": {"steps": res.metrics["steps"], "stopped_because": res.metrics["stopped_because"]},
