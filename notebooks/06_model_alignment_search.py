@@ -96,7 +96,7 @@ pd.DataFrame(rows)
 # Every network gets its own rotation, and all of them train together on every direction:
 # a count read from network *s* through its rotation is written into network *t* through
 # *t*'s, and *t* must then answer as Up-Down says it would with that count. The diagonal
-# (*s* = *t*) is DAS on one network. Each cell is IIA on the **changed** test pairs (pairs
+# (*s* = *t*) swaps within one network, as DAS does. Each cell is IIA on the **changed** test pairs (pairs
 # whose right answer the swap changes); the control is the same matrix for the alignments
 # before training, on the same pairs.
 
@@ -110,8 +110,8 @@ res.table.round(3)
 
 # %% [markdown]
 # The diagonal of a joint search is not quite DAS: each network's one rotation must serve
-# every direction at once. For reference, the same rotations searched for each network
-# alone (only *s* = *t*; every direction still measured, untrained across networks):
+# every direction at once. For reference, each network's rotation searched for itself
+# alone (only *s* = *t*, on the same pairs, `SWEEP_STEPS` steps):
 
 # %%
 sweep_cfg = mas.MASConfig(**{**vars(base), "max_steps": sweep_steps, "patience": 0, "target_iia": 2.0})
@@ -136,7 +136,7 @@ def heat(ax, M, labels, title, vmin=0.0, vmax=1.0, annot=None):
 
 annot = [[f"{M[i, j]:.2f}\n({C[i, j]:.2f})" for j in range(len(names))] for i in range(len(names))]
 fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.6))
-im = heat(ax, M, names, f"MAS: count IIA on changed test pairs\n(control: untrained alignments)", annot=annot)
+im = heat(ax, M, names, "MAS: count IIA on changed test pairs\n(control: untrained alignments)", annot=annot)
 ax.set_xlabel("target network (continues from the swapped state)")
 ax.set_ylabel("source network (gives its count)")
 fig.colorbar(im, ax=ax, fraction=0.04)
