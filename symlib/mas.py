@@ -38,6 +38,7 @@ from torch.nn.utils import parametrize
 
 from .alignment import make_alignment
 from .counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
+from .das import _concat_batch
 from .iia import PairStates, after_swap, evaluate_alignment, frozen, site_states
 from .models import SequenceModel, check_task
 from .programs import PROGRAM_NAMES, Program, make_program, state_at
@@ -392,7 +393,7 @@ def _train(maps: dict, dirs_beh: list[_Dir], dirs_cl: list[_Dir], cfg, params, p
                                 loss = loss + cl_eps * cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
                             parts.append(p)
                             hs.append(h)
-                        tokens, mask, pos = _cat(parts)
+                        tokens, mask, pos = _concat_batch(parts)
                         h = torch.cat(hs)
                         model = ds[0].tgt.model
                         sel = after_swap(tokens, pos)
@@ -454,12 +455,6 @@ class _all_frozen:
 
 def _dev(maps):
     return next(iter(next(iter(maps.values())).parameters())).device
-
-
-def _cat(parts):
-    L = max(p[0].shape[1] for p in parts)
-    pad = lambda x: F.pad(x, (0, L - x.shape[1]))
-    return torch.cat([pad(p[0]) for p in parts]), torch.cat([pad(p[1]) for p in parts]), torch.cat([p[2] for p in parts])
 
 
 @torch.no_grad()
@@ -568,25 +563,15 @@ def _cache_get(store, key: str, make_map) -> MASResult | None:
 
 
 def _cache_put(store, key: str, res: MASResult) -> None:
-    import os
-    import shutil
-    import tempfile
+    from .store import write_dir_atomically
     from .utils import atomic_write_json
-    final = _cache_dir(store, key)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=final.parent, prefix=f".{key}.")
-    try:
-        atomic_write_json(os.path.join(tmp, "result.json"), {
+
+    def write(tmp):
+        atomic_write_json(tmp / "result.json", {
             "names": res.names, "config": asdict(res.config), "table": res.table.to_dict("records"), "columns": list(res.table.columns),
             "metrics": res.metrics, "history": res.history}, digits=None)
-        torch.save({k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in res.alignments.items()},
-                   os.path.join(tmp, "maps.pt"))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        torch.save({k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in res.alignments.items()}, tmp / "maps.pt")
+    write_dir_atomically(_cache_dir(store, key), write)
 
 
 def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evaluate_all: bool = True,

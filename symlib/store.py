@@ -93,27 +93,35 @@ class ResultsStore:
 
     def put(self, key: str, result) -> Path:
         """Save a result under ``key`` atomically (a half-written entry is never visible)."""
-        final = self.path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}."))
-        try:
+        def write(tmp: Path) -> None:
             atomic_write_json(tmp / "result.json", {"config": asdict(result.config), "metrics": result.metrics,
                                                     "history": result.history, "alignment": result.alignment.describe()},
                               digits=None)  # exact: a cached result must equal the fresh one
             torch.save({k: v.detach().cpu() for k, v in result.alignment.state_dict().items()}, tmp / "alignment.pt")
             np.savez(tmp / "rows.npz", **{k: np.asarray(v) for k, v in result.rows.items()})
-            os.chmod(tmp, 0o755)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        return write_dir_atomically(self.path(key), write)
 
     def clear(self) -> None:
         """Remove every cached search."""
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def write_dir_atomically(final: Path, write) -> Path:
+    """Fill a fresh folder with ``write(tmp_folder)`` and move it to ``final`` in one step,
+    replacing what was there: a half-written folder is never visible under ``final``."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def resolve_store(store) -> ResultsStore | None:
