@@ -17,7 +17,9 @@ all: test
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[book,test]"
+	$(BIN)/python -m pip install -q -e ".[book,test,hf]"
+	@# notebooks stay clean in git: saving a chapter in JupyterLab adds outputs that this filter strips (symlib/nbclean.py)
+	-@git config filter.nbclean.clean "python3 symlib/nbclean.py" 2>/dev/null
 	touch $@
 
 venv: $(BIN)/.installed
@@ -35,6 +37,9 @@ book: venv
 	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_transformer.ipynb -p ARCH transformer -p MAX_STEPS 1000 -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_transformer.json
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment.json
 	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs.json
+	$(PM) notebooks/07_your_own_model.ipynb $(OUT)/07_your_own_model.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/07_your_own_model.json
+	$(PM) notebooks/08_explorer.ipynb $(OUT)/08_explorer.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/08_explorer.json
+	$(BIN)/jupyter trust $(OUT)/*.ipynb  # papermill saves widget state; JupyterLab renders it (explorer, progress bars) only in trusted notebooks
 	@echo "figures written to figures/:"; ls figures/*.png
 
 # notebook 03 with every architecture x alignment function and its controls (tens of minutes on CPU; not re-timed)
@@ -69,13 +74,18 @@ compare-grid: venv
 	$(BIN)/python -m symlib.sweep notebooks/grids/04_full.yaml $(SWEEP_ARGS)
 	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_grid.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_full/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_grid.json
 
-test: test-smoke test-findings
+test: test-smoke test-findings test-browser
 
 test-smoke: venv
 	$(BIN)/python -m pytest -q --nbval-lax -p no:cacheprovider tests $(NOTEBOOKS)
 
 test-findings: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/test_findings.py
+
+# the explorer (chapter 08) in JupyterLab in headless Chromium: sliders moved, latency measured, screenshot in
+# figures/explorer_browser.png (skipped without chromium, chromedriver and selenium; .ci/run installs them)
+test-browser: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m browser tests/test_browser.py
 
 # the README's findings: Up-Down count, orthogonal 16 dims, 600-step searches, 3 network seeds per
 # architecture, with every control; mean and 95% bootstrap interval over seeds (~35 min on a 2-core CPU

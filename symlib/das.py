@@ -34,7 +34,7 @@ from .iia import PairStates, after_swap, das_loss, evaluate_alignment, frozen, p
 from .models import SequenceModel, check_task
 from .programs import PROGRAM_NAMES, make_program
 from .tasks import Task
-from .utils import atomic_torch_save, check_choice
+from .utils import atomic_torch_save, check_choice, finish_bar
 
 ALIGNMENT_FORMAT = "symlib-alignment/2"
 SPLITS = ("train", "val", "test", "test_heldout")
@@ -372,6 +372,7 @@ def _search(model, active_members, shared_site, member_sites, all_members, progr
                                 p.grad = None
                         if bar is not None and len(all_members) == 1:
                             bar.set_postfix(iia=f"{ev['iia']:.3f}")
+        finish_bar(bar)  # every member stopped on its own rule: a finished (green) bar, not an interrupted (red) one
     finally:
         if bar is not None:
             bar.close()

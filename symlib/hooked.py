@@ -40,6 +40,13 @@ class HookedModel(SequenceModel):
         self.sub = named[site]
         self.recurrent = isinstance(self.sub, nn.RNNBase)
         if self.recurrent:
+            if self.sub.bidirectional:
+                raise ValueError(f"{site!r} is a bidirectional {type(self.sub).__name__}: its state at a step depends on later "
+                                 "tokens, so there is no state to swap that the network's later steps then read; "
+                                 "intervene on a one-directional module")
+            if getattr(self.sub, "proj_size", 0):
+                raise ValueError(f"{site!r} is an LSTM with proj_size={self.sub.proj_size}: its h and c differ in width; "
+                                 "symlib intervenes on [h; c] of equal widths, so use proj_size=0 or a site after it")
             self.time_dim = 1 if self.sub.batch_first else 0
             if time_dim is not None and time_dim != self.time_dim:
                 raise ValueError(f"{site!r} is a recurrent module with batch_first={self.sub.batch_first}, so its time axis is {self.time_dim}, not {time_dim}")
@@ -58,6 +65,14 @@ class HookedModel(SequenceModel):
 
     # ---- interface ---------------------------------------------------------------
     def forward(self, tokens):
+        return self._run(tokens)
+
+    def nonpad_logits(self, inputs, targets, pad: int = 0):
+        keep = targets[:, 1:] != pad
+        return self._run(inputs)[:, :-1][keep], targets[:, 1:][keep]
+
+    def _run(self, tokens):
+        """One pass of the wrapped module: tokens (batch, length) -> logits (batch, length, vocab)."""
         return self.module(tokens)
 
     def state_size(self, site=None):
@@ -71,17 +86,19 @@ class HookedModel(SequenceModel):
     def states(self, tokens, site=None):
         self.check_site(site)
         captured = []
-        with self._patched(capture=captured):
-            self.module(tokens)
+        with self._patched(capture=captured, length=tokens.shape[1]):
+            self._run(tokens)
+        if not captured:
+            raise ValueError(f"{self.site_name!r} did not run when {self.kind} was called on tokens: choose a submodule on the path to the output")
         return captured[0]
 
     def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         self.check_site(site)
-        with self._patched(replace=(pos, h)):
-            return self.module(tokens)
+        with self._patched(replace=(pos, h), length=tokens.shape[1]):
+            return self._run(tokens)
 
     def forward_stepwise(self, tokens):
-        return torch.stack([self.module(tokens[:, : t + 1])[:, -1] for t in range(tokens.shape[1])], 1)
+        return torch.stack([self._run(tokens[:, : t + 1])[:, -1] for t in range(tokens.shape[1])], 1)
 
     # ---- machinery -----------------------------------------------------------------
     def _pack(self, hx) -> torch.Tensor:
@@ -97,7 +114,7 @@ class HookedModel(SequenceModel):
         return s.reshape(s.shape[0], like.shape[0], -1).transpose(0, 1).contiguous()
 
     @contextlib.contextmanager
-    def _patched(self, capture: list | None = None, replace=None):
+    def _patched(self, capture: list | None = None, replace=None, length: int | None = None):
         if self.recurrent:
             orig = self.sub.forward
             self.sub.forward = lambda x, hx=None: self._stepwise(orig, x, hx, capture, replace)
@@ -108,6 +125,7 @@ class HookedModel(SequenceModel):
         else:
             def hook(mod, args, out):
                 y = out[0] if isinstance(out, tuple) else out
+                self._check_output(y, length)
                 yt = y.movedim(self.time_dim, 1)
                 if capture is not None:
                     capture.append(yt)
@@ -124,9 +142,63 @@ class HookedModel(SequenceModel):
             finally:
                 handle.remove()
 
-    def _stepwise(self, orig, x, hx, capture, replace):
-        """Run the recurrent module one step at a time, reading or replacing its state."""
+    def _check_output(self, y, length) -> None:
+        """A clear message when the site's output is not (batch, length, d) along ``time_dim``."""
+        where = f"the output of {self.site_name!r}"
+        if not torch.is_tensor(y):
+            raise ValueError(f"{where} is a {type(y).__name__}, not a tensor: choose a submodule that returns the state "
+                             "(a tensor, or a tuple whose first item is it)")
+        if y.dim() != 3:
+            raise ValueError(f"{where} has shape {tuple(y.shape)}: symlib needs a state per position, 3 axes "
+                             f"(batch, length, d) with time on axis {self.time_dim}; a site that pools over time "
+                             "(or a read-out after it) has no position to intervene on")
+        if length is not None and y.shape[self.time_dim] != length:
+            raise ValueError(f"{where} has shape {tuple(y.shape)}, but the tokens are {length} long: its axis "
+                             f"{self.time_dim} is not time; is time_dim={self.time_dim} right?")
+
+    def _single_state(self) -> bool:
+        """A one-layer GRU or RNN: its output at each step is its whole state."""
+        return not isinstance(self.sub, nn.LSTM) and self.sub.num_layers == 1
+
+    def _scan(self, orig, x, hx, capture, replace):
+        """Read or replace the state of a one-layer GRU/RNN with whole-sequence calls, no step loop.
+
+        Its output at step t is its state, so reading is one call. Replacing the state after
+        step ``pos[b]`` in row b: one call for the run as it was (outputs before ``pos``), and
+        one call on each row's inputs after its own ``pos``, shifted to the front and started
+        from the new state; outputs are shifted back (and, captured, are the states of that run). The module is causal, so what the shift
+        appends after a row's last input never reaches an output that is kept.
+        """
         td = self.time_dim
+        full, h_n = orig(x, hx)
+        if replace is None:
+            if capture is not None:
+                capture.append(full if td == 1 else full.transpose(0, 1))
+            return full, h_n
+        pos, h = replace
+        xb, fb = (x, full) if td == 1 else (x.transpose(0, 1), full.transpose(0, 1))
+        B, L = xb.shape[:2]
+        t = torch.arange(L, device=xb.device)[None, :]
+        src = (pos[:, None] + 1 + t).clamp(max=L - 1)
+        shifted = xb.gather(1, src[:, :, None].expand(-1, -1, xb.shape[2]))
+        h0 = h.to(fb.dtype)[None]
+        sb, _ = orig(shifted if td == 1 else shifted.transpose(0, 1), h0)
+        sb = sb if td == 1 else sb.transpose(0, 1)
+        back = (t - pos[:, None] - 1).clamp(min=0)
+        after = sb.gather(1, back[:, :, None].expand(-1, -1, sb.shape[2]))
+        tt = t[:, :, None]
+        out = torch.where(tt < pos[:, None, None], fb, torch.where(tt == pos[:, None, None], h0.transpose(0, 1), after))
+        last = torch.where((pos == L - 1)[:, None], h0[0], sb[torch.arange(B, device=sb.device), (L - 2 - pos).clamp(min=0)])
+        if capture is not None:  # the states of the run with the replacement
+            capture.append(out)
+        return (out if td == 1 else out.transpose(0, 1)), last[None]
+
+    def _stepwise(self, orig, x, hx, capture, replace):
+        """Run the recurrent module one step at a time, reading or replacing its state
+        (a one-layer GRU or RNN takes the faster ``_scan``)."""
+        td = self.time_dim
+        if self._single_state() and torch.is_tensor(x):
+            return self._scan(orig, x, hx, capture, replace)
         outs, states = [], []
         for t in range(x.shape[td]):
             o, hx = orig(x.narrow(td, t, 1), hx)

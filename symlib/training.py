@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from .models import ARCH_NAMES, ModelConfig, SequenceModel, build_model
 from .paths import runs_dir
 from .tasks import COUNT_SETS, TASK_NAMES, Task, Trials, make_task
-from .utils import atomic_torch_save, atomic_write_json, check_choice, resolve_device, seed_everything
+from .utils import atomic_torch_save, atomic_write_json, check_choice, finish_bar, resolve_device, seed_everything
 
 try:
     import fcntl
@@ -266,8 +266,11 @@ class _Run:
         return b
 
     def _header(self) -> dict:
-        return {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(self.cfg)),
-                "model_config": self.cfg.model_config().to_json()}
+        h = {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(self.cfg)),
+             "model_config": self.cfg.model_config().to_json()}
+        if getattr(self.model, "config", None) is None:  # a network passed to train(model=...)
+            h["own_model"] = self.model.kind
+        return h
 
     def save_latest(self, opt_state: dict, torch_rng: torch.Tensor) -> None:
         if self.run_dir is None:
@@ -343,21 +346,33 @@ def train(
     device: str = "auto",
     progress: bool = True,
     overwrite: bool = False,
+    model: SequenceModel | None = None,
     **overrides,
 ) -> RunResult:
     """Train a network as ``cfg`` says (keywords override fields); resume if ``run_dir`` holds a run.
 
     run_dir: "auto" -> ``data/runs/<task>-<arch>-d<width>-s<seed>``; None -> keep nothing on disk.
     The config is checked before anything is written, so a bad task or width leaves no trace.
+
+    model: train this network instead of building ``cfg.arch`` (your own module wrapped with
+    ``wrap_model``, or a HuggingFace model wrapped with ``symlib.hf.wrap_hf``); ``cfg.arch`` then
+    only picks the recipe (``"transformer"``: teacher forcing and void tokens; an RNN: free running).
+    Its run is kept on disk only when ``run_dir`` is a path (resume by calling again with the
+    same, freshly built model); ``load_run`` cannot rebuild it.
     """
     cfg = TrainConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
     dev = resolve_device(device)
     if run_dir == "auto":
-        run_dir = runs_dir() / cfg.run_name()
+        run_dir = None if model is not None else runs_dir() / cfg.run_name()
     run_dir = Path(run_dir) if run_dir is not None else None
 
     g = seed_everything(cfg.seed)
-    model = build_model(cfg.model_config()).to(dev)
+    if model is None:
+        model = build_model(cfg.model_config())
+    elif not isinstance(model, SequenceModel):
+        raise TypeError(f"model must be a symlib network: wrap your {type(model).__name__} with symlib.wrap_model "
+                        "(your own module) or symlib.hf.wrap_hf (a HuggingFace causal LM) first")
+    model = model.to(dev)
     model.task_name = cfg.task
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     run = _Run(cfg, run_dir, model, g, overwrite)
@@ -369,7 +384,7 @@ def train(
     bar = None
     if progress and not done:
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_steps, initial=run.step, desc=f"train {cfg.arch} on {cfg.task}", unit="step")
+        bar = tqdm(total=cfg.max_steps, initial=run.step, desc=f"train {model.kind} on {cfg.task}", unit="step")
     losses: list[float] = []
     try:
         t0 = time.perf_counter()
@@ -392,6 +407,8 @@ def train(
                 if run.step % cfg.eval_every == 0:
                     h = run.history[-1]
                     bar.set_postfix(train=f"{h['trial_acc_train']:.3f}", heldout=f"{h['trial_acc_heldout']:.3f}")
+        if done:
+            finish_bar(bar)
     except KeyboardInterrupt:
         run.save_latest(opt.state_dict(), torch.get_rng_state())  # resume later by calling train() again with the same run_dir
         raise
@@ -411,6 +428,9 @@ def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[SequenceMod
     st = torch.load(path, weights_only=True, map_location="cpu")
     if st.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a symlib checkpoint (format {st.get('format')!r})")
+    if "own_model" in st:
+        raise ValueError(f"{path} holds the weights of a {st['own_model']} you built yourself: build it again and "
+                         "load them with model.load_state_dict(torch.load(path)['state_dict'])")
     cfg = TrainConfig.from_dict(json.loads(st["config"]))
     model = build_model(ModelConfig(**json.loads(st["model_config"])))
     model.load_state_dict(st["state_dict"])

@@ -225,3 +225,14 @@ def write_results(path: str | Path | None, metrics: dict) -> None:
     """
     if path:
         atomic_write_json(path, metrics)
+
+
+def finish_bar(bar) -> None:
+    """Mark a tqdm bar that stopped early by design (solved, converged) as finished: in a notebook
+    it turns green at full width rather than red at the step it stopped. None: nothing."""
+    if bar is None or bar.total is None or bar.n >= bar.total:
+        return
+    bar.total = bar.n
+    if getattr(bar, "container", None) is not None:  # a notebook bar's widget keeps its own maximum
+        bar.container.children[1].max = bar.n
+    bar.refresh()

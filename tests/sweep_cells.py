@@ -61,3 +61,13 @@ checked.validate_params = _no_negative
 def anything(**params):
     """Takes any parameter (so only their values are checked); reports how many it got."""
     return {"n_params": len(params)}
+
+
+def das_cell(seed=0, device="cpu"):
+    """A tiny trained GRU and a short DAS search on ``device``; metrics: where it ran and its IIA."""
+    import symlib
+    run = symlib.train(task="multiobject", arch="gru", d_model=16, max_steps=20, eval_every=10, n_eval_trials=32,
+                       n_train_trials=128, seed=seed, run_dir=None, device=device, progress=False)
+    res = symlib.run_das(run.model.eval(), symlib.make_task("multiobject"), n_train=128, n_val=32, n_test=32,
+                         eval_every=5, max_steps=5, n_units=4, progress=False)
+    return {"device": run.model.device.type, "iia_test": res.metrics["iia_test"]}

@@ -203,3 +203,31 @@ def test_mas_notebook_rejects_bad_input_before_any_work(tmp_path):
         _run("06_model_alignment_search.ipynb", tmp_path, NETWORKS="gru:0,rnn:1", SMOKE=True)
     assert "rnn" in str(err.value) and "transformer" in str(err.value)
     assert _runs() == before
+
+
+def test_own_model_notebook_with_other_parameters(tmp_path):
+    """07 with a Llama at its last block and no MAS writes the DAS results the README documents."""
+    pytest.importorskip("transformers")
+    res = tmp_path / "m.json"
+    _run("07_your_own_model.ipynb", tmp_path, HF_FAMILY="llama", HF_LAYER=-1, BOOK_NETWORK="", SEED=4, SMOKE=True,
+         RESULTS_PATH=str(res))
+    m = json.loads(res.read_text())
+    assert m["hf_family"] == "llama" and m["hf_layer"] == -1 and m["mas_iia_changed_test"] is None
+    for key in ("own_das", "hf_das"):
+        d = m[key]
+        assert 0 <= d["iia_test"] <= 1 and 0 <= d["iia_changed_test"] <= 1
+        assert set(d["controls"]) == {"no_swap", "initial", "wrong_labels", "wrong_program"}
+    assert 0 <= m["own_trial_acc"] <= 1 and 0 <= m["hf_trial_acc"] <= 1
+    assert all(m["errors"].values()) and len(m["errors"]) == 4
+
+
+def test_own_model_notebook_rejects_bad_input_before_any_work(tmp_path):
+    """An unknown HuggingFace family or book network stops 07 before anything is trained, naming the choices."""
+    before = _runs()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("07_your_own_model.ipynb", tmp_path, HF_FAMILY="bert", SMOKE=True)
+    assert "gpt2" in str(err.value) and "llama" in str(err.value)
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("07_your_own_model.ipynb", tmp_path, BOOK_NETWORK="rnn:0", SMOKE=True)
+    assert "rnn" in str(err.value) and "gru" in str(err.value)
+    assert _runs() == before
