@@ -166,8 +166,9 @@ class HookedModel(SequenceModel):
         Its output at step t is its state, so reading is one call. Replacing the state after
         step ``pos[b]`` in row b: one call for the run as it was (outputs before ``pos``), and
         one call on each row's inputs after its own ``pos``, shifted to the front and started
-        from the new state; outputs are shifted back (and, captured, are the states of that run). The module is causal, so what the shift
-        appends after a row's last input never reaches an output that is kept.
+        from the new state; outputs are shifted back (captured, they are that run's states). The
+        module is causal, so what the shift appends after a row's last input never reaches an
+        output that is kept.
         """
         td = self.time_dim
         full, h_n = orig(x, hx)
