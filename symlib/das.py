@@ -27,6 +27,7 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from .alignment import ALIGNMENT_NAMES, AlignmentFunction, alignment_from_description, make_alignment
 from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_splits, split_seed, variable_blocks, wrong_labels
@@ -334,7 +335,10 @@ def _search(model, active_members, shared_site, member_sites, all_members, progr
                 for site, ms in by_site.items():
                     parts = [m.states["train"].batch(m.next_indices(), dev) for m in ms]
                     tokens, mask, pos = _concat_batch(parts)
-                    h = torch.cat([m.align.interchange(p[3], p[4], p[5]) for m, p in zip(ms, parts)])
+                    # each parametrised rotation is computed once a step, not once per use (a linear
+                    # map uses two rotations twice, a revnet's interchange its rotation three times)
+                    with parametrize.cached():
+                        h = torch.cat([m.align.interchange(p[3], p[4], p[5]) for m, p in zip(ms, parts)])
                     sel = after_swap(tokens, pos)
                     logits = model.run_with_state(tokens, site, pos, h, select=sel)
                     nxt = F.pad(tokens[:, 1:], (0, 1))[sel]

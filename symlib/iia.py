@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from .alignment import AlignmentFunction
 from .counterfactuals import CounterfactualPairs
@@ -158,7 +159,8 @@ def evaluate_alignment(model: SequenceModel, align: AlignmentFunction, data: Cou
     dev = model.device
     correct, tok_ok, tok_n, loss_sum = [], 0, 0, 0.0
     try:
-        with frozen(model):
+        # the alignment does not change here: its parametrised rotations are computed once
+        with frozen(model), parametrize.cached():
             for i in range(0, len(pairs), batch):
                 idx = torch.arange(i, min(i + batch, len(pairs)))
                 tokens, task_mask, pos, ht, hs, sw = st.batch(idx, dev)
