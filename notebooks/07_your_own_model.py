@@ -29,8 +29,8 @@ HF_STEPS = 400  # training steps (at most) for the HuggingFace model
 D_MODEL = 64  # width of both networks
 LR = 2e-3  # learning rate of both (the book's networks use 5e-4 over thousands of steps)
 N_UNITS = 16  # dims of each aligned count subspace (DAS and MAS)
-DAS_STEPS = 400  # steps of the DAS search on your module (its learned controls get the same)
-HF_DAS_STEPS = 150  # ... and on the HuggingFace model, whose steps cost about 3x more on a CPU
+DAS_STEPS = 300  # steps of the DAS search on your module (its learned controls get the same)
+HF_DAS_STEPS = 100  # ... and on the HuggingFace model, whose steps cost about 6x more on a CPU
 N_TRAIN = 2000  # counterfactual training pairs of each search (validation 500, test 1000)
 MAS_STEPS = 300  # steps of the joint MAS search
 BOOK_NETWORK = "gru:0"  # the book network (arch:seed, chapter 02's recipe) to compare with; "" skips MAS
@@ -227,7 +227,7 @@ plotting.save_figure(fig, "07_training")
 # program says? Reported on test pairs, raw and on **changed** pairs (those whose answer the
 # swap changes), beside the controls on the same pairs: the alignment before training, the
 # no-swap baseline, wrong labels, and a wrong program. The GPT-2's search gets fewer steps
-# (`HF_DAS_STEPS`), as each costs about three times a GRU's on a CPU; its number is what that
+# (`HF_DAS_STEPS`), as each costs about six times your GRU's on a CPU; its number is what that
 # budget found, not a proof that nothing is there.
 
 # %%

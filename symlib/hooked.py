@@ -94,7 +94,7 @@ class HookedModel(SequenceModel):
 
     def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         self.check_site(site)
-        with self._patched(replace=(pos, h), length=tokens.shape[1]):
+        with self._patched(replace=(pos, h), length=tokens.shape[1], prefix=prefix):
             return self._run(tokens)
 
     def forward_stepwise(self, tokens):
@@ -114,10 +114,10 @@ class HookedModel(SequenceModel):
         return s.reshape(s.shape[0], like.shape[0], -1).transpose(0, 1).contiguous()
 
     @contextlib.contextmanager
-    def _patched(self, capture: list | None = None, replace=None, length: int | None = None):
+    def _patched(self, capture: list | None = None, replace=None, length: int | None = None, prefix: bool = True):
         if self.recurrent:
             orig = self.sub.forward
-            self.sub.forward = lambda x, hx=None: self._stepwise(orig, x, hx, capture, replace)
+            self.sub.forward = lambda x, hx=None: self._stepwise(orig, x, hx, capture, replace, prefix)
             try:
                 yield
             finally:
@@ -160,7 +160,7 @@ class HookedModel(SequenceModel):
         """A one-layer GRU or RNN: its output at each step is its whole state."""
         return not isinstance(self.sub, nn.LSTM) and self.sub.num_layers == 1
 
-    def _scan(self, orig, x, hx, capture, replace):
+    def _scan(self, orig, x, hx, capture, replace, prefix: bool = True):
         """Read or replace the state of a one-layer GRU/RNN with whole-sequence calls, no step loop.
 
         Its output at step t is its state, so reading is one call. Replacing the state after
@@ -168,10 +168,14 @@ class HookedModel(SequenceModel):
         one call on each row's inputs after its own ``pos``, shifted to the front and started
         from the new state; outputs are shifted back (captured, they are that run's states). The
         module is causal, so what the shift appends after a row's last input never reaches an
-        output that is kept.
+        output that is kept. ``prefix=False`` (a search's step, which scores only what follows
+        ``pos``) skips the first call and leaves zeros before ``pos``.
         """
         td = self.time_dim
-        full, h_n = orig(x, hx)
+        if replace is not None and not prefix and capture is None:
+            full, h_n = x.new_zeros(*x.shape[:2], replace[1].shape[-1]), None
+        else:
+            full, h_n = orig(x, hx)
         if replace is None:
             if capture is not None:
                 capture.append(full if td == 1 else full.transpose(0, 1))
@@ -194,12 +198,12 @@ class HookedModel(SequenceModel):
             capture.append(out)
         return (out if td == 1 else out.transpose(0, 1)), last[None]
 
-    def _stepwise(self, orig, x, hx, capture, replace):
+    def _stepwise(self, orig, x, hx, capture, replace, prefix: bool = True):
         """Run the recurrent module one step at a time, reading or replacing its state
         (a one-layer GRU or RNN takes the faster ``_scan``)."""
         td = self.time_dim
         if self._single_state() and torch.is_tensor(x):
-            return self._scan(orig, x, hx, capture, replace)
+            return self._scan(orig, x, hx, capture, replace, prefix)
         outs, states = [], []
         for t in range(x.shape[td]):
             o, hx = orig(x.narrow(td, t, 1), hx)

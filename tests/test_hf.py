@@ -162,3 +162,12 @@ def test_one_layer_scan_equals_the_step_loop(kind, batch_first):
         got[path] = (cap[0], cap[1], out, h_n)
     for a, b in zip(got["scan"], got["loop"]):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    # a search's step needs nothing before pos: the scan then skips the first call, and what follows pos is the same
+    del model._single_state
+    with torch.no_grad(), model._patched(replace=(pos, h), prefix=False):
+        out_np, h_np = rnn(x)
+    full, _ = got["scan"][2], got["scan"][3]
+    tb = lambda y: y if batch_first else y.transpose(0, 1)
+    after = torch.arange(9)[None, :] >= pos[:, None]
+    assert torch.allclose(tb(out_np)[after], tb(full)[after], atol=1e-6) and torch.allclose(h_np, got["scan"][3], atol=1e-6)
+    assert (tb(out_np)[~after] == 0).all()
