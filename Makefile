@@ -109,6 +109,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_dynamics.py --cold
 	$(BIN)/python benchmarks/bench_seeds.py
 	$(BIN)/python benchmarks/bench_mas.py
+	$(BIN)/python benchmarks/bench_search_step.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
