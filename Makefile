@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
-#   make book   - create .venv, install, run every notebook with papermill, write figures/
+#   make book   - create .venv, install, run every notebook with papermill (python -m symlib.book), write figures/
 #   make test   - create .venv, install, run the unit tests and every notebook at smoke size,
 #                 then the findings tier (the book's claims at a reduced size, ~12 min)
 # make test-smoke runs only the first part; make findings writes the README's findings table.
@@ -25,20 +25,12 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 # every chapter at its default size; executed copies and metrics land in out/, figures in figures/.
-# Notebook 02 runs once per architecture (the Transformer capped at 1000 steps to keep the book
-# within ~20 minutes on a 2-core CPU); notebook 03 then loads those runs.
+# symlib.book runs two chapters at a time where they do not depend on each other (one torch thread
+# each on a 2-core CPU; JOBS=1 runs them one by one), the long chain 00 -> 03 first. Notebook 02
+# runs once per architecture (the Transformer capped at 1000 steps), notebook 03 then loads those runs.
 PM = $(BIN)/papermill --cwd notebooks --progress-bar
 book: venv
-	@mkdir -p $(OUT)
-	$(PM) notebooks/00_quickstart.ipynb $(OUT)/00_quickstart.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/00_quickstart.json
-	$(PM) notebooks/01_tasks_and_programs.ipynb $(OUT)/01_tasks_and_programs.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/01_tasks_and_programs.json
-	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_gru.ipynb -p ARCH gru -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_gru.json
-	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_lstm.ipynb -p ARCH lstm -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_lstm.json
-	$(PM) notebooks/02_train_models.ipynb $(OUT)/02_train_models_transformer.ipynb -p ARCH transformer -p MAX_STEPS 1000 -p RESULTS_PATH $(CURDIR)/$(OUT)/02_train_models_transformer.json
-	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment.json
-	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs.json
-	$(PM) notebooks/07_your_own_model.ipynb $(OUT)/07_your_own_model.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/07_your_own_model.json
-	$(PM) notebooks/08_explorer.ipynb $(OUT)/08_explorer.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/08_explorer.json
+	$(BIN)/python -m symlib.book --out $(CURDIR)/$(OUT) $(if $(JOBS),--jobs $(JOBS))
 	$(BIN)/jupyter trust $(OUT)/*.ipynb  # papermill saves widget state; JupyterLab renders it (explorer, progress bars) only in trusted notebooks
 	@echo "figures written to figures/:"; ls figures/*.png
 

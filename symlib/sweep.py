@@ -122,7 +122,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .utils import atomic_write_json, atomic_write_text, json_ready, parse_list
+from .utils import THREAD_VARS, atomic_write_json, atomic_write_text, cpu_cores, json_ready, parse_list
 
 #: The keys a sweep file may have.
 SPEC_KEYS: tuple[str, ...] = ("notebook", "function", "out", "grid", "fixed")
@@ -601,16 +601,6 @@ def results_table(spec: dict | str | Path, write: bool = True) -> pd.DataFrame:
 
 # ---- running ------------------------------------------------------------------------
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
 @contextlib.contextmanager
 def _dask_client(n_pending: int, workers: int | None, threads_per_worker: int | None, scheduler: str | None,
                  client: Any) -> Iterator[tuple[Any, int | None]]:
@@ -625,10 +615,10 @@ def _dask_client(n_pending: int, workers: int | None, threads_per_worker: int | 
             yield c, None
         return
     threads = max(1, int(threads_per_worker or 1))
-    n = max(1, int(workers)) if workers else max(1, min(n_pending, _cores() // threads))
-    torch_threads = max(1, _cores() // (n * threads))
-    env = {v: str(torch_threads) for v in _THREAD_VARS}
-    saved = {k: os.environ.get(k) for k in (*_THREAD_VARS, "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")}
+    n = max(1, int(workers)) if workers else max(1, min(n_pending, cpu_cores() // threads))
+    torch_threads = max(1, cpu_cores() // (n * threads))
+    env = {v: str(torch_threads) for v in THREAD_VARS}
+    saved = {k: os.environ.get(k) for k in (*THREAD_VARS, "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")}
     try:
         cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True, dashboard_address=":0",
                                silence_logs=logging.ERROR, env=env)

@@ -41,6 +41,18 @@ def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
     return value
 
 
+#: The environment variables that set how many threads torch and its libraries use.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def _file_mode() -> int:
     """The mode a newly created file normally gets: 0o666 minus the process umask."""
     try:  # Linux: read the umask without changing it (changing it is not thread-safe)
