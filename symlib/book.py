@@ -11,10 +11,13 @@ earlier in ``CHAPTERS`` goes first, which starts the long chain (00 -> 03) at on
 
 Why two at a time: on a small CPU a DAS step of these networks is too small to keep two
 threads busy (one thread: 1.5x the time of two), so two chapters with one thread each do
-about 1.25x the work of one chapter with two. ``--jobs 1`` runs the chapters one after
-another with every core, as a reader running them one by one in JupyterLab would. Torch
-threads per chapter: the cores divided by the jobs. Networks trained with another thread
-count differ from these only by float rounding.
+about 1.25x the work of one chapter with two. Training is different: a Transformer trains
+1.75x slower on one thread, and a network's weights depend, in float rounding, on the thread
+count that trained it. So the chapters that train the book's networks (00, 02) run first,
+one at a time with every core (``alone``), and give the same networks as a reader training
+them in JupyterLab; the analyses (03, 04, 07, 08) then run two at a time with one thread
+each. ``--jobs 1`` runs every chapter one after another with every core. Torch threads per
+analysis chapter: the cores divided by the jobs.
 
 Exit status: 0 when every chapter ran, 1 when one failed (no chapter that needs it is
 started; the others finish), 2 for bad input, 130 on Ctrl-C and 143 on SIGTERM (the
@@ -46,18 +49,20 @@ class Chapter:
     notebook: str
     params: dict = field(default_factory=dict)
     needs: tuple[str, ...] = ()
+    alone: bool = False  # run with no other chapter, with every core (chapters that train the book's networks)
 
 
-#: The book, in the order chapters start when several are ready.
+#: The book, in the order chapters start when several are ready: the networks first (each alone),
+#: then the longest analysis (03) beside the others.
 CHAPTERS: tuple[Chapter, ...] = (
-    Chapter("00_quickstart", "00_quickstart"),
-    Chapter("02_train_models_transformer", "02_train_models", {"ARCH": "transformer", "MAX_STEPS": 1000}),
-    Chapter("02_train_models_gru", "02_train_models", {"ARCH": "gru"}, needs=("00_quickstart",)),
+    Chapter("00_quickstart", "00_quickstart", alone=True),
+    Chapter("02_train_models_gru", "02_train_models", {"ARCH": "gru"}, needs=("00_quickstart",), alone=True),
+    Chapter("02_train_models_lstm", "02_train_models", {"ARCH": "lstm"}, alone=True),
+    Chapter("02_train_models_transformer", "02_train_models", {"ARCH": "transformer", "MAX_STEPS": 1000}, alone=True),
     Chapter("03_das_alignment", "03_das_alignment", needs=("02_train_models_gru",)),
     Chapter("07_your_own_model", "07_your_own_model", needs=("02_train_models_gru",)),
-    Chapter("01_tasks_and_programs", "01_tasks_and_programs"),
-    Chapter("02_train_models_lstm", "02_train_models", {"ARCH": "lstm"}),
     Chapter("04_compare_programs", "04_compare_programs", needs=("02_train_models_gru", "02_train_models_transformer")),
+    Chapter("01_tasks_and_programs", "01_tasks_and_programs"),
     Chapter("08_explorer", "08_explorer", needs=("03_das_alignment",)),
 )
 
@@ -83,7 +88,8 @@ def check_plan(chapters: Sequence[Chapter]) -> None:
 
 
 def width(chapters: Sequence[Chapter]) -> int:
-    """How many chapters could run at once: the most that sit at one depth of the plan."""
+    """How many chapters could run at once: the most that sit at one depth of the plan (``alone``
+    chapters not counted)."""
     by_name = {c.name: c for c in chapters}
     depth: dict[str, int] = {}
 
@@ -92,7 +98,7 @@ def width(chapters: Sequence[Chapter]) -> int:
             depth[name] = 1 + max((d(n) for n in by_name[name].needs if n in by_name), default=-1)
         return depth[name]
 
-    levels = [d(c.name) for c in chapters]
+    levels = [d(c.name) for c in chapters if not c.alone]
     return max((levels.count(k) for k in set(levels)), default=1)
 
 
@@ -162,7 +168,9 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
 
     ``command(chapter, out)`` gives the process to run (default: papermill on the chapter's
     notebook); each gets ``threads`` torch threads (default: cores // jobs) through the
-    usual environment variables. Returns ``{"chapters": {name: {"status", "seconds",
+    usual environment variables, an ``alone`` chapter every core (``threads * jobs``) with no
+    other chapter beside it. Among the chapters ready to start, the earliest in ``chapters``
+    goes first; while it waits to run alone, no later chapter starts. Returns ``{"chapters": {name: {"status", "seconds",
     "started", "log"}}, "seconds", "jobs", "threads"}`` and writes it to
     ``<out>/book_times.json``. A failed chapter's dependants are marked ``skipped``.
     """
@@ -177,7 +185,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
     command = command or (lambda c, o: papermill_command(c, o, notebooks))
     out = Path(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **{v: str(threads) for v in THREAD_VARS}}
+    env_for = {n: {**os.environ, **{v: str(n) for v in THREAD_VARS}} for n in (threads, threads * jobs)}
     pending = list(chapters)
     running: list[_Job] = []
     status: dict[str, dict] = {}
@@ -203,17 +211,19 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
                                   "why": f"needs {', '.join(sorted(set(c.needs) & failed))}"}
                 say(f"  skipped  {c.name}: it needs {', '.join(sorted(set(c.needs) & failed))}")
             done = {n for n, s in status.items() if s["status"] == "ok"}
-            while len(running) < jobs and not failed:
+            while len(running) < jobs and not failed and not any(j.chapter.alone for j in running):
                 ready = next((c for c in pending if set(c.needs) <= done), None)
-                if ready is None:
+                if ready is None or (ready.alone and running):
                     break
                 pending.remove(ready)
                 log_path = out / "logs" / f"{ready.name}.log"
                 log = open(log_path, "w")
-                proc = subprocess.Popen(command(ready, out), stdout=log, stderr=subprocess.STDOUT, env=env,
+                n_threads = threads * jobs if ready.alone else threads
+                proc = subprocess.Popen(command(ready, out), stdout=log, stderr=subprocess.STDOUT, env=env_for[n_threads],
                                         cwd=REPO_ROOT, start_new_session=True)
                 running.append(_Job(ready, proc, log, time.perf_counter()))
-                say(f"  started  {ready.name}  [{_clock(time.perf_counter() - t0)}]")
+                say(f"  started  {ready.name}  [{_clock(time.perf_counter() - t0)}]"
+                    + (f" alone, {n_threads} thread(s)" if ready.alone and jobs > 1 else ""))
             if failed and not running:
                 for c in pending:
                     status[c.name] = {"status": "skipped", "seconds": 0.0, "started": None, "log": None,
@@ -293,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for c in chapters:
             extra = " ".join(f"{k}={v}" for k, v in c.params.items())
-            print(f"{c.name:30s} {c.notebook}.ipynb {extra}" + (f"  (after {', '.join(c.needs)})" if c.needs else ""))
+            print(f"{c.name:30s} {c.notebook}.ipynb" + (f" {extra}" if extra else "") + (" alone" if c.alone else "")
+                  + (f" (after {', '.join(c.needs)})" if c.needs else ""))
         return 0
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
