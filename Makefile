@@ -102,6 +102,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_seeds.py
 	$(BIN)/python benchmarks/bench_mas.py
 	$(BIN)/python benchmarks/bench_search_step.py
+	$(BIN)/python benchmarks/bench_book.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache
