@@ -19,8 +19,8 @@ them in JupyterLab; the analyses (03, 04, 07, 08) then run two at a time with on
 each. ``--jobs 1`` runs every chapter one after another with every core. Torch threads per
 analysis chapter: the cores divided by the jobs.
 
-Exit status: 0 when every chapter ran, 1 when one failed (no chapter that needs it is
-started; the others finish), 2 for bad input, 130 on Ctrl-C and 143 on SIGTERM (the
+Exit status: 0 when every chapter ran, 1 when one failed (the chapters running then
+finish, no other starts), 2 for bad input, 130 on Ctrl-C and 143 on SIGTERM (the
 running chapters are stopped; what they trained and searched is kept in ``data/``, so the
 same command goes on from there).
 """
@@ -170,9 +170,10 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
     notebook); each gets ``threads`` torch threads (default: cores // jobs) through the
     usual environment variables, an ``alone`` chapter every core (``threads * jobs``) with no
     other chapter beside it. Among the chapters ready to start, the earliest in ``chapters``
-    goes first; while it waits to run alone, no later chapter starts. Returns ``{"chapters": {name: {"status", "seconds",
-    "started", "log"}}, "seconds", "jobs", "threads"}`` and writes it to
-    ``<out>/book_times.json``. A failed chapter's dependants are marked ``skipped``.
+    goes first; while it waits to run alone, no later chapter starts. After a failure no
+    chapter starts; those running finish. Returns ``{"chapters": {name: {"status",
+    "seconds", "started", "log"}}, "seconds", "jobs", "threads"}`` and writes it to
+    ``<out>/book_times.json``; chapters not run are ``skipped``.
     """
     check_plan(chapters)
     if jobs < 1:
@@ -195,8 +196,17 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
     def say(text: str) -> None:
         print(("\r\033[K" if tty else "") + text, file=stream, flush=True)
 
+    seen: dict[str, tuple] = {}  # notebook -> (mtime, cells): read a notebook again only when it changed
+
     def progress(job: _Job) -> str:
-        cells = cells_done(out / f"{job.chapter.name}.ipynb")
+        path = out / f"{job.chapter.name}.ipynb"
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime is not None and seen.get(job.chapter.name, (None,))[0] != mtime:
+            seen[job.chapter.name] = (mtime, cells_done(path))
+        cells = seen.get(job.chapter.name, (None, None))[1]
         part = f"{cells[0]}/{cells[1]} cells, " if cells else ""
         return f"{job.chapter.name} ({part}{_clock(time.perf_counter() - job.start)})"
 
@@ -248,7 +258,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
                     say(f"  FAILED   {name} (exit {rc}) after {_clock(secs)}: see {out / 'logs' / (name + '.log')} "
                         f"and {out / (name + '.ipynb')}; no further chapter is started")
             now = time.perf_counter()
-            if running and (tty or now - last_status >= status_every):
+            if running and now - last_status >= (min(2.0, status_every) if tty else status_every):
                 line = f"[{_clock(now - t0)}] running " + " | ".join(progress(j) for j in running) + \
                        f" | {len([s for s in status.values() if s['status'] == 'ok'])} of {len(chapters)} done"
                 if tty:
