@@ -25,9 +25,10 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 # every chapter at its default size; executed copies and metrics land in out/, figures in figures/.
-# symlib.book runs two chapters at a time where they do not depend on each other (one torch thread
-# each on a 2-core CPU; JOBS=1 runs them one by one), the long chain 00 -> 03 first. Notebook 02
-# runs once per architecture (the Transformer capped at 1000 steps), notebook 03 then loads those runs.
+# symlib.book trains the book's networks first (chapters 00 and 02, one at a time with every core),
+# then runs the analyses two at a time where they do not depend on each other (one torch thread each
+# on a 2-core CPU); JOBS=1 runs everything one by one. Notebook 02 runs once per architecture (the
+# Transformer capped at 1000 steps); the later chapters load those runs.
 PM = $(BIN)/papermill --cwd notebooks --progress-bar
 book: venv
 	$(BIN)/python -m symlib.book --out $(CURDIR)/$(OUT) $(if $(JOBS),--jobs $(JOBS))
