@@ -7,7 +7,7 @@ on each other.
 (outputs and widget state kept), its metrics go to ``<out>/<name>.json`` and what the kernel
 printed to ``<out>/logs/<name>.log``. A chapter starts once the chapters it needs have
 finished (chapter 03 needs the GRU that chapter 00 trains, say); among those ready, the one
-earlier in ``CHAPTERS`` goes first, which starts the long chain (00 -> 03) at once.
+earlier in ``CHAPTERS`` goes first.
 
 Why two at a time: on a small CPU a DAS step of these networks is too small to keep two
 threads busy (one thread: 1.5x the time of two), so two chapters with one thread each do
@@ -15,9 +15,9 @@ about 1.25x the work of one chapter with two. Training is different: a Transform
 1.75x slower on one thread, and a network's weights depend, in float rounding, on the thread
 count that trained it. So the chapters that train the book's networks (00, 02) run first,
 one at a time with every core (``alone``), and give the same networks as a reader training
-them in JupyterLab; the analyses (03, 04, 07, 08) then run two at a time with one thread
-each. ``--jobs 1`` runs every chapter one after another with every core. Torch threads per
-analysis chapter: the cores divided by the jobs.
+them in JupyterLab; the others (01, 03, 04, 07, 08) then run two at a time with one thread
+each, chapter 03 (the longest) first. ``--jobs 1`` runs every chapter one after another with
+every core. Torch threads per chapter that is not alone: the cores divided by the jobs.
 
 Exit status: 0 when every chapter ran, 1 when one failed (the chapters running then
 finish, no other starts), 2 for bad input, 130 on Ctrl-C and 143 on SIGTERM (the
