@@ -184,7 +184,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
     threads = max(1, threads or cpu_cores() // jobs)
     notebooks = Path(notebooks or REPO_ROOT / "notebooks")
     command = command or (lambda c, o: papermill_command(c, o, notebooks))
-    out = Path(out)
+    out = Path(out).resolve()  # the kernels run in notebooks/: a relative RESULTS_PATH would land there
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env_for = {n: {**os.environ, **{v: str(n) for v in THREAD_VARS}} for n in (threads, threads * jobs)}
     pending = list(chapters)

@@ -163,7 +163,7 @@ def test_sigterm_stops_the_running_chapters(tmp_path):
     assert {r["status"] for r in times["chapters"].values()} == {"interrupted"}
 
 
-def test_papermill_runs_a_chapter_with_its_parameters(tmp_path):
+def test_papermill_runs_a_chapter_with_its_parameters(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     pytest.importorskip("papermill")
     nbs = tmp_path / "nbs"
@@ -176,7 +176,8 @@ def test_papermill_runs_a_chapter_with_its_parameters(tmp_path):
     nbformat.write(nb, nbs / "02_tiny.ipynb")
     out = tmp_path / "out"
     chapter = Chapter("02_tiny_lstm", "02_tiny", {"ARCH": "lstm"})
-    report = run_book([chapter], out, jobs=1, threads=1, notebooks=nbs, poll=0.1, stream=open(os.devnull, "w"))
+    monkeypatch.chdir(tmp_path)  # a relative out folder is taken from where the command runs, not from the kernel's folder
+    report = run_book([chapter], Path("out"), jobs=1, threads=1, notebooks=nbs, poll=0.1, stream=open(os.devnull, "w"))
     assert report["chapters"]["02_tiny_lstm"]["status"] == "ok", (out / "logs" / "02_tiny_lstm.log").read_text()
     assert json.loads((out / "02_tiny_lstm.json").read_text()) == {"arch": "lstm", "threads": "1"}
     assert book.cells_done(out / "02_tiny_lstm.ipynb") == (3, 3)  # papermill adds the injected-parameters cell
