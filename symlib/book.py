@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .paths import REPO_ROOT
-from .utils import THREAD_VARS, atomic_write_json, cpu_cores
+from .utils import THREAD_VARS, Terminated, atomic_write_json, cpu_cores, raise_terminated
 
 
 @dataclass(frozen=True)
@@ -153,14 +153,6 @@ class _Job:
     start: float
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the runner waits, so it ends as Ctrl-C does."""
-
-
-def _raise_terminated(signum, frame):
-    raise _Terminated()
-
-
 def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int | None = None,
              command: Callable[[Chapter, Path], list[str]] | None = None, notebooks: Path | None = None,
              poll: float = 0.5, status_every: float = 60.0, stream=None) -> dict:
@@ -193,6 +185,13 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
     t0 = time.perf_counter()
     last_status = t0
 
+    def entry(state: str, job: _Job | None = None, **extra) -> dict:
+        """A chapter's line in book_times.json."""
+        if job is None:
+            return {"status": state, "seconds": 0.0, "started": None, "log": None, **extra}
+        return {"status": state, "seconds": round(time.perf_counter() - job.start, 1), "started": round(job.start - t0, 1),
+                "log": str(out / "logs" / f"{job.chapter.name}.log"), **extra}
+
     def say(text: str) -> None:
         print(("\r\033[K" if tty else "") + text, file=stream, flush=True)
 
@@ -217,9 +216,9 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
             failed = {n for n, s in status.items() if s["status"] in ("failed", "skipped")}
             for c in [c for c in pending if set(c.needs) & failed]:
                 pending.remove(c)
-                status[c.name] = {"status": "skipped", "seconds": 0.0, "started": None, "log": None,
-                                  "why": f"needs {', '.join(sorted(set(c.needs) & failed))}"}
-                say(f"  skipped  {c.name}: it needs {', '.join(sorted(set(c.needs) & failed))}")
+                why = f"needs {', '.join(sorted(set(c.needs) & failed))}"
+                status[c.name] = entry("skipped", why=why)
+                say(f"  skipped  {c.name}: it {why}")
             done = {n for n, s in status.items() if s["status"] == "ok"}
             while len(running) < jobs and not failed and not any(j.chapter.alone for j in running):
                 ready = next((c for c in pending if set(c.needs) <= done), None)
@@ -236,8 +235,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
                     + (f" alone, {n_threads} thread(s)" if ready.alone and jobs > 1 else ""))
             if failed and not running:
                 for c in pending:
-                    status[c.name] = {"status": "skipped", "seconds": 0.0, "started": None, "log": None,
-                                      "why": "an earlier chapter failed"}
+                    status[c.name] = entry("skipped", why="an earlier chapter failed")
                 pending = []
                 break
             time.sleep(poll)
@@ -249,12 +247,10 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
                 job.log.close()
                 secs = time.perf_counter() - job.start
                 name = job.chapter.name
-                status[name] = {"status": "ok" if rc == 0 else "failed", "seconds": round(secs, 1),
-                                "started": round(job.start - t0, 1), "log": str(out / "logs" / f"{name}.log")}
+                status[name] = entry("ok", job) if rc == 0 else entry("failed", job, returncode=rc)
                 if rc == 0:
                     say(f"  finished {name} in {_clock(secs)}  [{_clock(time.perf_counter() - t0)}]")
                 else:
-                    status[name]["returncode"] = rc
                     say(f"  FAILED   {name} (exit {rc}) after {_clock(secs)}: see {out / 'logs' / (name + '.log')} "
                         f"and {out / (name + '.ipynb')}; no further chapter is started")
             now = time.perf_counter()
@@ -270,8 +266,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
         for job in running:
             _stop(job.proc)
             job.log.close()
-            status[job.chapter.name] = {"status": "interrupted", "seconds": round(time.perf_counter() - job.start, 1),
-                                        "started": round(job.start - t0, 1), "log": str(out / "logs" / f"{job.chapter.name}.log")}
+            status[job.chapter.name] = entry("interrupted", job)
         raise
     finally:
         total = time.perf_counter() - t0
@@ -316,13 +311,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{c.name:30s} {c.notebook}.ipynb" + (f" {extra}" if extra else "") + (" alone" if c.alone else "")
                   + (f" (after {', '.join(c.needs)})" if c.needs else ""))
         return 0
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         report = run_book(chapters, Path(args.out), jobs=jobs)
     except KeyboardInterrupt as e:
         print("\ninterrupted: networks and searches finished so far are kept in data/; the same command goes on from there",
               file=sys.stderr)
-        return 143 if isinstance(e, _Terminated) else 130
+        return 143 if isinstance(e, Terminated) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0 if all(s["status"] == "ok" for s in report["chapters"].values()) else 1

@@ -122,7 +122,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .utils import THREAD_VARS, atomic_write_json, atomic_write_text, cpu_cores, json_ready, parse_list
+from .utils import THREAD_VARS, Terminated, atomic_write_json, atomic_write_text, cpu_cores, json_ready, parse_list, raise_terminated
 
 #: The keys a sweep file may have.
 SPEC_KEYS: tuple[str, ...] = ("notebook", "function", "out", "grid", "fixed")
@@ -744,24 +744,16 @@ def main(argv: list[str] | None = None) -> int:
         _print_plan(spec, args.retry_failed)
         return 0
     # SIGTERM (`kill`, a batch system ending the job) stops the sweep like Ctrl-C does
-    previous = signal.signal(signal.SIGTERM, _terminate) if _in_main_thread() else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if _in_main_thread() else None
     try:
         df = _run(spec, args.workers, args.threads_per_worker, args.scheduler, None, True, args.retry_failed)
     except KeyboardInterrupt as e:
         print("\ninterrupted: finished cells are kept; run the same command again to go on", file=sys.stderr)
-        return 143 if isinstance(e, _Terminated) else 130
+        return 143 if isinstance(e, Terminated) else 130
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 1 if (df["status"] == "failed").any() else 0
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the sweep is waiting, so that it ends as an interruption does."""
-
-
-def _terminate(signum, frame):
-    raise _Terminated()
 
 
 def _in_main_thread() -> bool:

@@ -53,6 +53,15 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM turned into an interruption, so a command ends on ``kill`` as it does on Ctrl-C."""
+
+
+def raise_terminated(signum, frame):
+    """A SIGTERM handler: ``signal.signal(signal.SIGTERM, raise_terminated)``."""
+    raise Terminated()
+
+
 def _file_mode() -> int:
     """The mode a newly created file normally gets: 0o666 minus the process umask."""
     try:  # Linux: read the umask without changing it (changing it is not thread-safe)

@@ -138,14 +138,15 @@ def test_sigterm_stops_the_running_chapters(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         from pathlib import Path
+        import symlib.utils
         from symlib import book
         def command(c, out):
             return [sys.executable, "-c", "import os, time; open({str(pids)!r}, 'a').write(str(os.getpid()) + '\\\\n'); time.sleep(60)"]
-        signal.signal(signal.SIGTERM, book._raise_terminated)
+        signal.signal(signal.SIGTERM, symlib.utils.raise_terminated)
         try:
             book.run_book([book.Chapter("x", "x"), book.Chapter("y", "y")], Path({str(tmp_path / 'out')!r}), jobs=2, command=command, poll=0.05)
         except KeyboardInterrupt as e:
-            sys.exit(143 if isinstance(e, book._Terminated) else 130)
+            sys.exit(143 if isinstance(e, symlib.utils.Terminated) else 130)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL)
     deadline = time.time() + 30
