@@ -17,66 +17,45 @@ Measurement lives in ``iia``, controls in ``controls``, caching in ``store``.
 """
 from __future__ import annotations
 
-import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import ClassVar, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch.nn.utils import parametrize
 
 from .alignment import ALIGNMENT_NAMES, AlignmentFunction, alignment_from_description, make_alignment
-from .counterfactuals import VARIABLE_NAMES, CounterfactualPairs, make_splits, split_seed, variable_blocks, wrong_labels
-from .iia import PairStates, after_swap, das_loss, evaluate_alignment, frozen, pair_rows, split_metrics
+from .counterfactuals import CounterfactualPairs, make_splits, split_seed, variable_blocks, wrong_labels
+from .iia import PairStates, evaluate_alignment, pair_rows, split_metrics
 from .models import SequenceModel, check_task
-from .programs import PROGRAM_NAMES, make_program
+from .programs import make_program
 from .tasks import Task
-from .utils import atomic_torch_save, check_choice, finish_bar
+from . import search
+from .utils import atomic_torch_save, check_choice
 
 ALIGNMENT_FORMAT = "symlib-alignment/2"
 SPLITS = ("train", "val", "test", "test_heldout")
 
 
 @dataclass
-class DASConfig:
-    """One alignment search. Defaults follow the original recipe, except the step budget the
-    book states for its chapters (``max_steps``)."""
+class DASConfig(search.SearchConfig):
+    """One alignment search on one network (the shared fields are ``search.SearchConfig``'s).
+    Defaults follow the original recipe."""
 
-    program: str = "up_down"
-    variable: str = "count"  # count (the program's number variable), phase, count_phase, full, null, or a program variable
-    alignment: str = "orthogonal"
-    n_units: int = 16  # dims of each aligned block (boundless: ignored, see boundless_init)
     site: Optional[str] = None  # default: the model's default site
-    lr: float = 1e-3
-    batch_size: int = 128
-    n_train: int = 10_000
-    n_val: int = 1_000  # stop the search and choose the best alignment
-    n_test: int = 1_000  # only for the reported numbers
     n_test_heldout: int = 0  # test pairs on held-out counts (4, 9, 14, 17); 0: none
-    max_steps: int = 20_000
-    eval_every: int = 50
-    target_iia: float = 0.995  # stop once validation trial IIA reaches this (>1: never)
-    patience: int = 10  # ... or once validation loss has not improved for this many evaluations (0: never)
     loss_on: str = "all"  # "all": every non-pad token after the swap (the original); "task_mask": task-mask tokens only
-    relabel: bool = False  # the wrong-label control: a fixed permutation of the swapped values, trained and tested on
-    seed: int = 0
     boundless_init: Optional[float] = None  # boundless: starting size in dims (None: its default)
     boundless_penalty: Optional[float] = None  # boundless: cost per swapped dim (None: its default)
 
-    def __post_init__(self):
-        check_choice("program", self.program, PROGRAM_NAMES)
-        check_choice("variable", self.variable, VARIABLE_NAMES)
-        check_choice("alignment function", self.alignment, ALIGNMENT_NAMES)
+    ALIGNMENTS: ClassVar[tuple] = ALIGNMENT_NAMES
+
+    def _check_own(self):
         check_choice("loss_on", self.loss_on, ("all", "task_mask"))
-        if self.n_units < 0:
-            raise ValueError(f"n_units must be >= 0, got {self.n_units}")
-        for name in ("batch_size", "n_train", "n_val", "n_test", "max_steps", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.n_test_heldout < 0:
             raise ValueError(f"n_test_heldout must be >= 0, got {self.n_test_heldout}")
         if self.alignment == "boundless" and self.n_blocks() != 1:
@@ -164,49 +143,6 @@ def make_search_pairs(task: Task, cfg: DASConfig) -> dict[str, CounterfactualPai
                        n_test_heldout=cfg.n_test_heldout, relabel=relabel)
 
 
-class _Member:
-    """One alignment being searched inside a batch."""
-
-    def __init__(self, cfg: DASConfig, align: AlignmentFunction, states: dict[str, PairStates]):
-        self.cfg, self.align, self.states = cfg, align, states
-        self.gen = torch.Generator().manual_seed(split_seed(cfg.seed, "batches"))
-        self.perm, self.cursor = torch.randperm(len(states["train"]), generator=self.gen), 0
-        self.history: list[dict] = []
-        self.best_key, self.best_state, self.best_step = None, None, 0
-        self.since_best, self.best_loss = 0, math.inf
-        self.stopped, self.steps, self.seconds = None, 0, 0.0
-
-    def next_indices(self) -> torch.Tensor:
-        n, b = len(self.states["train"]), min(self.cfg.batch_size, len(self.states["train"]))
-        if self.cursor + b > n:
-            self.perm, self.cursor = torch.randperm(n, generator=self.gen), 0
-        idx = self.perm[self.cursor:self.cursor + b]
-        self.cursor += b
-        return idx
-
-    def record(self, rec: dict) -> None:
-        """Log an evaluation; keep the best alignment (validation IIA, then loss) and decide on stopping."""
-        self.history.append(rec)
-        cfg, own_rule = self.cfg, getattr(self.align, "stops_on_own_rule", False)
-        key = (rec["val_iia"], -rec["val_loss"])
-        if own_rule or self.best_key is None or key > self.best_key:
-            # a boundless search keeps its last alignment: its size is what converged
-            self.best_key, self.best_step = key, rec["step"]
-            self.best_state = copy.deepcopy(self.align.state_dict())
-        if own_rule:
-            self.stopped = self.align.stop_reason(self.history)
-            return
-        if rec["val_iia"] >= cfg.target_iia:
-            self.stopped = f"validation trial IIA >= {cfg.target_iia}"
-            return
-        if rec["val_loss"] < self.best_loss - 1e-4:
-            self.best_loss, self.since_best = rec["val_loss"], 0
-        else:
-            self.since_best += 1
-            if cfg.patience and self.since_best >= cfg.patience:
-                self.stopped = f"validation loss plateaued for {cfg.patience} evaluations"
-
-
 def _states_for(model, task, cfgs, site_of, pairs_given):
     """Pairs and their states for every member, computed once per distinct pair set and site."""
     cache: dict = {}
@@ -219,15 +155,6 @@ def _states_for(model, task, cfgs, site_of, pairs_given):
         out.append(cache[key])
     return out
 
-
-def _concat_batch(parts: list[tuple]) -> tuple:
-    """Stack several members' batches (tokens, task_mask, pos, ...) into one, padding to the longest."""
-    L = max(p[0].shape[1] for p in parts)
-    pad = lambda x: F.pad(x, (0, L - x.shape[1]))
-    tokens = torch.cat([pad(p[0]) for p in parts])
-    mask = torch.cat([pad(p[1]) for p in parts])
-    pos = torch.cat([p[2] for p in parts])
-    return tokens, mask, pos
 
 
 def run_das_batch(
@@ -276,124 +203,47 @@ def run_das_batch(
     if store is not None and pairs is None:
         for i, c in enumerate(cfgs):
             keys[i] = store.key(model, task, c, trained=train_alignment, init=init[i])
-            results[i] = store.get(keys[i])
+            results[i] = store.get(keys[i], token_iia=token_iia[i])
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
         return results
     t_start = time.perf_counter()
     states = _states_for(model, task, [cfgs[i] for i in todo], [site_of[i] for i in todo], pairs)
     dev = model.device
-    members = [_Member(cfgs[i], _start_alignment(cfgs[i], widths[i], init[i]).to(dev), st) for i, st in zip(todo, states)]
-    trainable = [m for m in members if train_alignment and (m.cfg.n_units > 0 or m.cfg.alignment == "boundless")]
-    for m in members:
-        if m not in trainable:
-            m.stopped = "not trained (initial alignment)" if not train_alignment else "nothing to train (n_units=0)"
+    searches = []
+    for i, st in zip(todo, states):
+        align = _start_alignment(cfgs[i], widths[i], init[i]).to(dev)
+        d = search.Direction(model, site_of[i], st, align, batch_seed=split_seed(cfgs[i].seed, "batches"))
+        searches.append(search.Search(cfgs[i], {"alignment": align}, [d], loss_on=cfgs[i].loss_on))
+    trainable = [s for s in searches if train_alignment and (s.cfg.n_units > 0 or s.cfg.alignment == "boundless")]
+    for s in searches:
+        if s not in trainable:
+            s.stopped = "not trained (initial alignment)" if not train_alignment else "nothing to train (n_units=0)"
     if trainable:
-        _search(model, trainable, site_of[todo[0]] if len(set(site_of)) == 1 else None, [site_of[i] for i in todo],
-                members, progress, t_start)
-    out = []
-    for m in members:
-        if m.best_state is not None:
-            m.align.load_state_dict(m.best_state)
-        m.align.eval()
-        j = todo[members.index(m)]
-        out.append(_finish(model, m, site_of[j], t_start, token_iia[j]))
-    for i, r in zip(todo, out):
-        results[i] = r
+        c = trainable[0].cfg
+        desc = f"DAS {c.alignment} {c.variable}" if len(trainable) == 1 else f"DAS x{len(trainable)}"
+        search.train(trainable, progress, desc, t_start, show_iia=len(searches) == 1)
+    for i, s in zip(todo, searches):
+        s.maps["alignment"].eval()
+        results[i] = _finish(model, s, site_of[i], t_start, token_iia[i])
         if store is not None and keys[i] is not None:
-            store.put(keys[i], r)
+            store.put(keys[i], results[i])
     return results
 
 
-def _search(model, active_members, shared_site, member_sites, all_members, progress, t_start):
-    """The training loop over the members still searching."""
-    site_by_member = {id(m): member_sites[all_members.index(m)] for m in active_members}
-    groups = [{"params": g["params"], "lr": g["lr"]} for m in active_members for g in m.align.param_groups(m.cfg.lr)]
-    opt = torch.optim.Adam(groups)
-    dev = model.device
-    max_steps = max(m.cfg.max_steps for m in active_members)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        c = active_members[0].cfg
-        desc = f"DAS {c.alignment} {c.variable}" if len(active_members) == 1 else f"DAS x{len(active_members)}"
-        bar = tqdm(total=max_steps, desc=desc, unit="step")
-    active = list(active_members)
-    step = 0
-    try:
-        with frozen(model):
-            while active and step < max_steps:
-                for m in active:
-                    m.align.train()
-                    m.align.on_step(step)
-                # members searched at different sites run as separate passes
-                loss = 0.0
-                losses = {}
-                by_site: dict = {}
-                for m in active:
-                    by_site.setdefault(site_by_member[id(m)], []).append(m)
-                for site, ms in by_site.items():
-                    parts = [m.states["train"].batch(m.next_indices(), dev) for m in ms]
-                    tokens, mask, pos = _concat_batch(parts)
-                    # each parametrised rotation is computed once a step, not once per use (a linear
-                    # map uses two rotations twice, a revnet's interchange its rotation three times)
-                    with parametrize.cached():
-                        h = torch.cat([m.align.interchange(p[3], p[4], p[5]) for m, p in zip(ms, parts)])
-                    sel = after_swap(tokens, pos)
-                    logits = model.run_with_state(tokens, site, pos, h, select=sel)
-                    nxt = F.pad(tokens[:, 1:], (0, 1))[sel]
-                    on_mask = F.pad(mask[:, 1:], (0, 1))[sel]
-                    counts = sel.sum(1)
-                    start = 0
-                    row0 = 0
-                    for m, p in zip(ms, parts):
-                        b = p[0].shape[0]
-                        n = int(counts[row0:row0 + b].sum())
-                        l_m = das_loss(logits[start:start + n], nxt[start:start + n], on_mask[start:start + n], m.cfg.loss_on)
-                        losses[id(m)] = float(l_m.detach())
-                        loss = loss + l_m + m.align.penalty()
-                        start, row0 = start + n, row0 + b
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                for m in list(active):
-                    m.steps = step
-                    if step % m.cfg.eval_every == 0 or step >= m.cfg.max_steps:
-                        ev = evaluate_alignment(model, m.align, m.states["val"], site_by_member[id(m)], free_running=False)
-                        m.align.train()
-                        rec = {"step": step, "seconds": round(time.perf_counter() - t_start, 3), "train_loss": losses[id(m)],
-                               "val_loss": ev["loss"], "val_iia": ev["iia"], "val_iia_changed": ev["iia_changed"], **m.align.progress()}
-                        m.record(rec)
-                        if m.stopped is None and step >= m.cfg.max_steps:
-                            m.stopped = f"max_steps={m.cfg.max_steps} reached"
-                        if m.stopped is not None:
-                            m.seconds = time.perf_counter() - t_start
-                            active.remove(m)
-                            for p in m.align.parameters():
-                                p.grad = None
-                        if bar is not None and len(all_members) == 1:
-                            bar.set_postfix(iia=f"{ev['iia']:.3f}")
-        finish_bar(bar)  # every member stopped on its own rule: a finished (green) bar, not an interrupted (red) one
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _finish(model, m: _Member, site, t_start, token_iia: bool = True) -> DASResult:
+def _finish(model, m: "search.Search", site, t_start, token_iia: bool = True) -> DASResult:
     """Measure the chosen alignment on the test split(s) and assemble the result."""
-    cfg, align = m.cfg, m.align
+    cfg, align = m.cfg, m.maps["alignment"]
+    states = {split: m.directions[0].st(split) for split in SPLITS if m.directions[0].has(split)}
     metrics = {}
-    ev_val = evaluate_alignment(model, align, m.states["val"], site, free_running=False)
+    ev_val = evaluate_alignment(model, align, states["val"], site, free_running=False)
     metrics.update({"iia_val": ev_val["iia"], "iia_changed_val": ev_val["iia_changed"]})
-    ev = evaluate_alignment(model, align, m.states["test"], site, free_running=token_iia)
+    ev = evaluate_alignment(model, align, states["test"], site, free_running=token_iia)
     metrics.update(split_metrics(ev, "test"))
     if not token_iia:
         metrics["iia_token_test"] = None
-    if "test_heldout" in m.states:
-        metrics.update(split_metrics(evaluate_alignment(model, align, m.states["test_heldout"], site, free_running=False), "test_heldout"))
+    if "test_heldout" in states:
+        metrics.update(split_metrics(evaluate_alignment(model, align, states["test_heldout"], site, free_running=False), "test_heldout"))
         metrics["iia_token_test_heldout"] = None  # measured teacher-forced only; the free-running token IIA is the test split's
     first_95 = next((r for r in m.history if r["val_iia"] >= 0.95), None)
     progress = align.progress()
@@ -403,9 +253,9 @@ def _finish(model, m: _Member, site, t_start, token_iia: bool = True) -> DASResu
         "stopped_because": m.stopped, "seconds_to_iia_0.95": first_95["seconds"] if first_95 else None,
         "n_units": progress.get("n_units", cfg.n_units), "learned_n_units": progress.get("n_units"),
         "boundary": progress.get("boundary"),
-        "changed_fraction_test": float(m.states["test"].pairs.changed.float().mean()),
+        "changed_fraction_test": float(states["test"].pairs.changed.float().mean()),
     })
-    return DASResult(align, cfg, metrics, m.history, pair_rows(m.states["test"].pairs, ev["correct"]))
+    return DASResult(align, cfg, metrics, m.history, pair_rows(states["test"].pairs, ev["correct"]))
 
 
 def run_das(

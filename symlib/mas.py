@@ -27,21 +27,20 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from types import SimpleNamespace
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.utils import parametrize
 
 from .alignment import make_alignment
 from .counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
-from .das import _concat_batch
-from .iia import PairStates, after_swap, evaluate_alignment, frozen, site_states
+from . import search
+from .search import cl_loss  # noqa: F401  (mas.cl_loss: the CL loss, where MAS readers look for it)
+from .iia import PairStates, frozen, site_states
 from .models import SequenceModel, check_task
-from .programs import PROGRAM_NAMES, Program, make_program, state_at
+from .programs import Program, make_program, state_at
 from .tasks import Task, make_task
 from .utils import check_choice
 
@@ -72,41 +71,28 @@ class MASNetwork:
 
 
 @dataclass
-class MASConfig:
-    """One MAS search. ``directions``: "all" (every source x target), "self" (the diagonal
-    only: one DAS per network, trained together) or a list of (source, target) names.
-    ``cl_directions``: directions trained only by the counterfactual-latent loss (not also
-    in ``directions``). ``cl_eps``: weight of the CL loss on the behavioural directions
-    (0: none). ``batch_size``: pairs per target network per step, spread over its sources."""
+class MASConfig(search.SearchConfig):
+    """One MAS search (the shared fields are ``search.SearchConfig``'s). ``directions``: "all"
+    (every source x target), "self" (the diagonal only: one DAS per network, trained together)
+    or a list of (source, target) names. ``cl_directions``: directions trained only by the
+    counterfactual-latent loss (not also in ``directions``). ``cl_eps``: weight of the CL loss
+    on the behavioural directions (0: none). ``batch_size``: pairs per target network per
+    step, spread over its sources."""
 
-    program: str = "up_down"
-    variable: str = "count"
-    alignment: str = "orthogonal"
-    n_units: int = 16
+    max_steps: int = 600
+    patience: int = 4
     directions: str | list = "all"
     cl_directions: list = field(default_factory=list)
     cl_eps: float = 0.0
-    lr: float = 1e-3
-    batch_size: int = 128
-    n_train: int = 10_000
-    n_val: int = 1_000
-    n_test: int = 1_000
-    max_steps: int = 600
-    eval_every: int = 50
-    patience: int = 4
-    target_iia: float = 0.995
-    relabel: bool = False  # the wrong-label control (as for DAS)
     n_pool: int = 2_000  # trials whose states are the natural states the CL loss pulls toward
-    seed: int = 0
+
+    ALIGNMENTS: ClassVar[tuple] = MAS_ALIGNMENTS
+    ALIGNMENT_KIND: ClassVar[str] = "MAS alignment function"
+    MIN_UNITS: ClassVar[int] = 1
+    POSITIVE: ClassVar[tuple] = search.SearchConfig.POSITIVE + ("n_pool",)
 
     def __post_init__(self):
-        check_choice("program", self.program, PROGRAM_NAMES)
-        check_choice("MAS alignment function", self.alignment, MAS_ALIGNMENTS)
-        if self.n_units < 1:
-            raise ValueError(f"n_units must be >= 1, got {self.n_units}")
-        for name in ("batch_size", "n_train", "n_val", "n_test", "max_steps", "eval_every", "n_pool"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        super().__post_init__()
         if self.cl_eps < 0:
             raise ValueError(f"cl_eps must be >= 0, got {self.cl_eps}")
         if isinstance(self.directions, str):
@@ -192,7 +178,6 @@ def check_mas(nets: list[MASNetwork], cfg: MASConfig) -> tuple[list, list]:
         raise ValueError(f"directions {both} are in both directions and cl_directions; a direction is trained one way")
     if not beh and not cl:
         raise ValueError("nothing to train: directions and cl_directions are both empty")
-    by = {n.name: n for n in nets}
     progs = {n.name: _program(n, cfg) for n in nets}
     lacking = []
     for n in nets:
@@ -313,196 +298,20 @@ def cl_targets(keys_needed: torch.Tensor, pool_keys: torch.Tensor, pool_H: torch
     return H, matched
 
 
-def cl_loss(h: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """The counterfactual-latent loss ``0.5 * (MSE + (1 - cos))`` averaged over rows."""
-    if h.shape[0] == 0:
-        return h.sum() * 0.0
-    mse = ((h - target) ** 2).mean(1)
-    cos = F.cosine_similarity(h, target, dim=1, eps=1e-8)
-    return (0.5 * (mse + (1 - cos))).mean()
-
-
 # ---------------------------------------------------------------- the search loop
 
-class _Dir:
-    """One (source, target) direction: its pair states per split and how it intervenes."""
-
-    def __init__(self, src: MASNetwork, tgt: MASNetwork, pset: _PairSet, seed: int):
-        self.src, self.tgt, self.pset = src, tgt, pset
-        self._states: dict = {}
-        self.gen = torch.Generator().manual_seed(split_seed(seed, f"batches:{src.name}>{tgt.name}"))
-        self.perm, self.cursor = None, 0
-        self.cl: dict = {}  # split -> (H_nat, matched)
-
-    def st(self, split: str) -> PairStates:
-        """The pairs of ``split`` with their states (computed on first use, shared through the pair set)."""
-        if split not in self._states:
-            self._states[split] = self.pset.pair_states(self.src, self.tgt, split)
-        return self._states[split]
-
-    def next_indices(self, b: int) -> torch.Tensor:
-        n = len(self.st("train"))
-        if self.perm is None:
-            self.perm = torch.randperm(n, generator=self.gen)
-        b = min(b, n)
-        if self.cursor + b > n:
-            self.perm, self.cursor = torch.randperm(n, generator=self.gen), 0
-        idx = self.perm[self.cursor:self.cursor + b]
-        self.cursor += b
-        return idx
+def _direction(by: dict, maps: dict, pset: _PairSet, s: str, t: str, seed: int) -> search.Direction:
+    """Direction (source ``s``, target ``t``) intervening with ``maps``: a stitching map keyed
+    ``"s>t"`` when there is one, else the target's alignment with the source's."""
+    src, tgt = by[s], by[t]
+    stitch = maps.get(f"{s}>{t}")
+    align, source = (stitch, None) if stitch is not None else (maps[t], None if s == t else maps[s])
+    return search.Direction(tgt.model, tgt.site, lambda split: pset.pair_states(src, tgt, split), align, source,
+                            batch_seed=split_seed(seed, f"batches:{s}>{t}"), name=f"{s}>{t}")
 
 
-def _interchange(maps, d: _Dir, ht, hs, swap):
-    """The intervened target state of direction ``d``: ``maps[t]`` with ``maps[s]`` as source."""
-    stitch = maps.get(f"{d.src.name}>{d.tgt.name}")
-    if stitch is not None:
-        return stitch.interchange(ht, hs, swap)
-    A_t = maps[d.tgt.name]
-    return A_t.interchange(ht, hs, swap, source=None if d.src.name == d.tgt.name else maps[d.src.name])
-
-
-def _train(maps: dict, dirs_beh: list[_Dir], dirs_cl: list[_Dir], cfg, params, progress, desc, cl_eps):
-    """Joint training of every map; returns (history, steps, stopped_because, seconds, best_step)."""
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.max_steps, desc=desc, unit="step")
-    targets = list(dict.fromkeys(d.tgt.name for d in dirs_beh))
-    by_target = {t: [d for d in dirs_beh if d.tgt.name == t] for t in targets}
-    history, best_key, best_state, best_step, best_loss, since = [], None, None, 0, math.inf, 0
-    stopped, step, t0 = None, 0, time.perf_counter()
-    models = {d.tgt.name: d.tgt.model for d in dirs_beh + dirs_cl}
-    try:
-        with _all_frozen(models.values()):
-            while step < cfg.max_steps:
-                for m in maps.values():
-                    m.train()
-                # each network's rotation is computed once per step, not once per direction
-                with parametrize.cached():
-                    loss = torch.zeros((), device=_dev(maps))
-                    for t, ds in by_target.items():
-                        b = max(1, cfg.batch_size // len(ds))
-                        parts, hs = [], []
-                        for d in ds:
-                            idx = d.next_indices(b)
-                            p = d.st("train").batch(idx, d.tgt.model.device)
-                            h = _interchange(maps, d, p[3], p[4], p[5])
-                            if cl_eps and d.cl:
-                                H, ok = d.cl["train"]
-                                loss = loss + cl_eps * cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
-                            parts.append(p)
-                            hs.append(h)
-                        tokens, mask, pos = _concat_batch(parts)
-                        h = torch.cat(hs)
-                        model = ds[0].tgt.model
-                        sel = after_swap(tokens, pos)
-                        logits = model.run_with_state(tokens, ds[0].tgt.site, pos, h, select=sel)
-                        loss = loss + F.cross_entropy(logits, F.pad(tokens[:, 1:], (0, 1))[sel])
-                    for d in dirs_cl:
-                        idx = d.next_indices(cfg.batch_size)
-                        p = d.st("train").batch(idx, d.tgt.model.device)
-                        h = _interchange(maps, d, p[3], p[4], p[5])
-                        H, ok = d.cl["train"]
-                        loss = loss + cl_loss(h[ok[idx].to(h.device)], H[idx][ok[idx]].to(h.device))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                opt.step()
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-                if step % cfg.eval_every == 0 or step >= cfg.max_steps:
-                    rec = {"step": step, "seconds": round(time.perf_counter() - t0, 3), "train_loss": float(loss.detach())}
-                    rec.update(_validate(maps, dirs_beh, dirs_cl))
-                    history.append(rec)
-                    key = (rec["val_iia"], -rec["val_loss"])
-                    if best_key is None or key > best_key:
-                        best_key, best_step = key, step
-                        best_state = {k: copy.deepcopy(m.state_dict()) for k, m in maps.items()}
-                    if rec["val_loss"] < best_loss - 1e-4:
-                        best_loss, since = rec["val_loss"], 0
-                    else:
-                        since += 1
-                    if bar is not None:
-                        bar.set_postfix(val_iia=f"{rec['val_iia']:.3f}")
-                    if dirs_beh and rec["val_iia"] >= cfg.target_iia:
-                        stopped = f"validation trial IIA >= {cfg.target_iia}"
-                        break
-                    if cfg.patience and since >= cfg.patience:
-                        stopped = f"validation loss plateaued for {cfg.patience} evaluations"
-                        break
-    finally:
-        if bar is not None:
-            bar.close()
-    if best_state is not None:
-        for k, m in maps.items():
-            m.load_state_dict(best_state[k])
-    return history, step, stopped or f"max_steps={cfg.max_steps} reached", time.perf_counter() - t0, best_step
-
-
-class _all_frozen:
-    def __init__(self, models):
-        self.cms = [frozen(m) for m in dict.fromkeys(models)]
-
-    def __enter__(self):
-        for c in self.cms:
-            c.__enter__()
-
-    def __exit__(self, *a):
-        for c in reversed(self.cms):
-            c.__exit__(*a)
-
-
-def _dev(maps):
-    return next(iter(next(iter(maps.values())).parameters())).device
-
-
-@torch.no_grad()
-def _validate(maps, dirs_beh, dirs_cl) -> dict:
-    """Validation numbers that decide stopping: mean trial IIA and loss over the behavioural
-    directions (the CL loss over the CL-only ones when there are no behavioural ones)."""
-    iias, losses = [], []
-    for d in dirs_beh:
-        ev = _evaluate(maps, d, "val")
-        iias.append(ev["iia"])
-        losses.append(ev["loss"])
-    cl_vals = [_cl_value(maps, d, "val") for d in dirs_cl if d.cl]
-    if not dirs_beh:
-        return {"val_iia": 0.0, "val_loss": float(np.mean(cl_vals)) if cl_vals else 0.0, "val_cl": cl_vals}
-    out = {"val_iia": float(np.mean(iias)), "val_loss": float(np.mean(losses))}
-    if cl_vals:
-        out["val_cl"] = float(np.mean(cl_vals))
-    return out
-
-
-def _evaluate(maps, d: _Dir, split: str, free_running: bool = False) -> dict:
-    A_t = maps.get(f"{d.src.name}>{d.tgt.name}")
-    src = None
-    if A_t is None:
-        A_t = maps[d.tgt.name]
-        src = None if d.src.name == d.tgt.name else maps[d.src.name]
-    return evaluate_alignment(d.tgt.model, A_t, d.st(split), d.tgt.site, free_running=free_running, source_align=src)
-
-
-@torch.no_grad()
-def _cl_value(maps, d: _Dir, split: str) -> float | None:
-    if split not in d.cl:
-        return None
-    H, ok = d.cl[split]
-    st = d.st(split)
-    dev = d.tgt.model.device
-    idx = torch.nonzero(ok)[:, 0]
-    if len(idx) == 0:
-        return None
-    was = {k: m.training for k, m in maps.items()}
-    for m in maps.values():
-        m.eval()
-    try:
-        h = _interchange(maps, d, st.H_t[idx].to(dev), st.H_s[idx].to(dev), st.pairs.swap[idx].to(dev))
-        return float(cl_loss(h, H[idx].to(dev)))
-    finally:
-        for k, m in maps.items():
-            m.train(was[k])
+def _directions(by: dict, maps: dict, psets: dict, seed: int) -> dict:
+    return {(s, t): _direction(by, maps, pset, s, t, seed) for (s, t), pset in psets.items()}
 
 
 def _setup(nets, cfg, beh, cl, evaluate_all: bool):
@@ -510,11 +319,10 @@ def _setup(nets, cfg, beh, cl, evaluate_all: bool):
     names = [n.name for n in nets]
     measured = resolve_directions(names, "all") if evaluate_all else list(dict.fromkeys(beh + cl))
     psets = _pair_sets(nets, cfg, list(dict.fromkeys(measured + beh + cl)))
-    dirs = {(s, t): _Dir(by[s], by[t], psets[(s, t)], cfg.seed) for (s, t) in psets}
-    return by, names, measured, dirs
+    return by, names, measured, psets
 
 
-def _attach_cl(nets, cfg, dirs: dict, which: Sequence[tuple]) -> None:
+def _attach_cl(nets, cfg, dirs: dict, psets: dict, which: Sequence[tuple]) -> None:
     """Natural target states for the CL loss on the directions ``which``."""
     pools = {}
     by = {n.name: n for n in nets}
@@ -526,32 +334,23 @@ def _attach_cl(nets, cfg, dirs: dict, which: Sequence[tuple]) -> None:
         keys, H = pools[t]
         d = dirs[(s, t)]
         for sp in ("train", "val", "test"):
-            need = _state_keys(prog, counterfactual_states(d.pset.splits[sp], prog, cfg.variable))
+            need = _state_keys(prog, counterfactual_states(psets[(s, t)].splits[sp], prog, cfg.variable))
             d.cl[sp] = cl_targets(need, keys, H, split_seed(cfg.seed, f"cl:{sp}"))
 
 
 # ---------------------------------------------------------------- caching
 
 def _cache_key(kind: str, nets: list[MASNetwork], cfg: MASConfig, **extra) -> str:
-    import hashlib
-    import json
-    from .store import MEASUREMENT_VERSION, model_fingerprint
-    d = {"kind": kind, "version": MEASUREMENT_VERSION, "config": asdict(cfg), **extra,
-         "networks": [[n.name, model_fingerprint(n.model), n.task.name, n.site, n.program] for n in nets]}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
-
-
-def _cache_dir(store, key: str):
-    return store.root / "mas" / key[:2] / key
+    from .store import make_key, model_fingerprint
+    return make_key({"kind": kind, "config": asdict(cfg), **extra,
+                     "networks": [[n.name, model_fingerprint(n.model), n.task.name, n.site, n.program] for n in nets]})
 
 
 def _cache_get(store, key: str, make_map) -> MASResult | None:
-    import json
-    p = _cache_dir(store, key)
-    if not (p / "result.json").exists():
+    entry = store.load_entry(key, kind="mas")
+    if entry is None:
         return None
-    meta = json.loads((p / "result.json").read_text())
-    states = torch.load(p / "maps.pt", weights_only=True, map_location="cpu")
+    meta, states, _ = entry
     maps = {}
     for k, sd in states.items():
         maps[k] = make_map(k, sd)
@@ -563,15 +362,9 @@ def _cache_get(store, key: str, make_map) -> MASResult | None:
 
 
 def _cache_put(store, key: str, res: MASResult) -> None:
-    from .store import write_dir_atomically
-    from .utils import atomic_write_json
-
-    def write(tmp):
-        atomic_write_json(tmp / "result.json", {
-            "names": res.names, "config": asdict(res.config), "table": res.table.to_dict("records"), "columns": list(res.table.columns),
-            "metrics": res.metrics, "history": res.history}, digits=None)
-        torch.save({k: {n: v.detach().cpu() for n, v in m.state_dict().items()} for k, m in res.alignments.items()}, tmp / "maps.pt")
-    write_dir_atomically(_cache_dir(store, key), write)
+    record = {"names": res.names, "config": asdict(res.config), "table": res.table.to_dict("records"),
+              "columns": list(res.table.columns), "metrics": res.metrics, "history": res.history}
+    store.save_entry(key, record, {k: m.state_dict() for k, m in res.alignments.items()}, kind="mas")
 
 
 def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evaluate_all: bool = True,
@@ -603,28 +396,29 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
         if hit is not None:
             return hit
     t_start = time.perf_counter()
-    by, names, measured, dirs = _setup(nets, cfg, beh, cl, evaluate_all)
+    by, names, measured, psets = _setup(nets, cfg, beh, cl, evaluate_all)
     dev = nets[0].model.device
     maps = {n.name: new_map(n).to(dev) for n in nets}
     initial = {k: copy.deepcopy(m) for k, m in maps.items()} if controls else None
+    dirs = _directions(by, maps, psets, cfg.seed)
     if cl or cfg.cl_eps > 0:
-        _attach_cl(nets, cfg, dirs, cl + (beh if cfg.cl_eps > 0 else []))
-    params = [p for m in maps.values() for p in m.parameters()]
-    history, steps, stopped, seconds, best_step = _train(
-        maps, [dirs[d] for d in beh], [dirs[d] for d in cl], cfg, params, progress,
-        f"MAS x{len(nets)} ({len(beh)}+{len(cl)} directions)", cfg.cl_eps)
+        _attach_cl(nets, cfg, dirs, psets, cl + (beh if cfg.cl_eps > 0 else []))
+    srch = search.Search(cfg, maps, [dirs[d] for d in beh], [dirs[d] for d in cl], cl_eps=cfg.cl_eps, split_batch=True)
+    search.train([srch], progress, f"MAS x{len(nets)} ({len(beh)}+{len(cl)} directions)", show_iia=True)
+    steps, stopped, seconds, best_step = srch.steps, srch.stopped, srch.seconds, srch.best_step
     rows = []
+    initial_dirs = _directions(by, initial, psets, cfg.seed) if initial is not None else None
     for s, t in measured:
         d = dirs[(s, t)]
-        ev, ev_val = _evaluate(maps, d, "test"), _evaluate(maps, d, "val")
+        ev, ev_val = d.evaluate("test"), d.evaluate("val")
         row = {"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"], "iia_val": ev_val["iia"],
                "trained_by": "behaviour" if (s, t) in beh else "cl" if (s, t) in cl else "none",
                "n_test": ev["n"], "n_changed_test": ev["n_changed"]}
         if initial is not None:
-            ev0 = _evaluate(initial, d, "test")
+            ev0 = initial_dirs[(s, t)].evaluate("test")
             row.update({"initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"]})
         if d.cl:
-            row["cl_test"] = _cl_value(maps, d, "test")
+            row["cl_test"] = d.cl_value("test")
             row["cl_matched"] = float(d.cl["test"][1].float().mean())
         rows.append(row)
     metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3),
@@ -632,7 +426,7 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
                "directions": [list(d) for d in beh], "cl_directions": [list(d) for d in cl]}
     for m in maps.values():
         m.eval()
-    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, history)
+    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, srch.history)
     if key is not None:
         _cache_put(store, key, res)
     return res
@@ -678,17 +472,18 @@ def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True,
         if hit is not None:
             return hit
     t_start = time.perf_counter()
-    by, names, measured, dirs = _setup(nets, cfg, beh, [], False)
+    by, names, measured, psets = _setup(nets, cfg, beh, [], False)
     dev = nets[0].model.device
     maps = {f"{s}>{t}": new_map(f"{s}>{t}").to(dev) for s, t in beh}
     initial = copy.deepcopy(maps)
-    params = [p for m in maps.values() for p in m.parameters()]
-    history, steps, stopped, seconds, best_step = _train(maps, [dirs[d] for d in beh], [], cfg, params, progress,
-                                                         f"stitching ({len(beh)} directions)", 0.0)
+    dirs, initial_dirs = _directions(by, maps, psets, cfg.seed), _directions(by, initial, psets, cfg.seed)
+    srch = search.Search(cfg, maps, [dirs[d] for d in beh], split_batch=True)
+    search.train([srch], progress, f"stitching ({len(beh)} directions)", show_iia=True)
+    steps, stopped, seconds, best_step = srch.steps, srch.stopped, srch.seconds, srch.best_step
     rows = []
     for s, t in beh:
         d = dirs[(s, t)]
-        ev, ev0 = _evaluate(maps, d, "test"), _evaluate(initial, d, "test")
+        ev, ev0 = d.evaluate("test"), initial_dirs[(s, t)].evaluate("test")
         rows.append({"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"],
                      "initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"], "trained_by": "behaviour",
                      "n_test": ev["n"], "n_changed_test": ev["n_changed"]})
@@ -696,7 +491,7 @@ def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True,
         m.eval()
     metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3), "stopped_because": stopped,
                "total_seconds": round(time.perf_counter() - t_start, 3), "directions": [list(d) for d in beh]}
-    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, history)
+    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, srch.history)
     if key is not None:
         _cache_put(store, key, res)
     return res

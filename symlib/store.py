@@ -1,12 +1,16 @@
-"""A results store: every search cached under a key made of what produced it.
+"""The results store: every search (DAS, MAS, stitching) cached under a key made of what produced it.
 
-The key is a hash of the network's weights (so a checkpoint is identified by what it
-is, not where it lies), the task, the search config and the measurement version. A
+The key is a hash of the networks' weights (so a checkpoint is identified by what it
+is, not where it lies), the task, the search config, every option that changes what is
+measured, the measurement version and a fingerprint of the code that makes pairs, labels
+and metrics (``code_fingerprint``): a search cached by other code is never returned. A
 rerun of a notebook or a grid finds its searches here and pays only for what is new; an
 interrupted grid resumes, because each finished search is saved at once, atomically.
 
-Layout: ``data/das_store/<key[:2]>/<key>/`` holding ``result.json`` (config, metrics,
-history), ``rows.npz`` (per test pair) and ``alignment.pt`` (weights only).
+Layout: ``data/das_store/[<kind>/]<key[:2]>/<key>/`` holding ``result.json`` (config,
+metrics, history, ...), ``maps.pt`` or ``alignment.pt`` (weights only) and, for DAS,
+``rows.npz`` (per test pair). DAS entries sit at the top (kind ""), MAS and stitching
+under ``mas/``.
 """
 from __future__ import annotations
 
@@ -24,8 +28,35 @@ import torch
 from .paths import data_dir
 from .utils import atomic_write_json
 
-#: Bump when what a search measures changes, so old entries are not reused.
-MEASUREMENT_VERSION = "3"
+#: Bump when what a search measures changes in a way the code fingerprint cannot see.
+MEASUREMENT_VERSION = "4"
+
+#: The modules whose code decides a search's pairs, labels, training and metrics.
+MEASURING_MODULES = ("tasks", "programs", "counterfactuals", "models", "hooked", "alignment", "iia", "search", "das",
+                     "mas", "controls", "store")
+
+_CODE_FINGERPRINT: str | None = None
+
+
+def code_fingerprint() -> str:
+    """Hash the source of the modules that make pairs, labels and metrics (``MEASURING_MODULES``):
+    any edit to them gives new keys, so no cached search made by other code is returned."""
+    global _CODE_FINGERPRINT
+    if _CODE_FINGERPRINT is None:
+        here = Path(__file__).resolve().parent
+        h = hashlib.sha256()
+        for name in MEASURING_MODULES:
+            h.update(name.encode())
+            h.update((here / f"{name}.py").read_bytes())
+        _CODE_FINGERPRINT = h.hexdigest()[:16]
+    return _CODE_FINGERPRINT
+
+
+def make_key(parts: dict) -> str:
+    """The store key of a search described by ``parts`` (JSON-able), with the measurement
+    version and the code fingerprint added."""
+    d = {**parts, "version": MEASUREMENT_VERSION, "code": code_fingerprint()}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _hash_tensors(h, tensors: dict) -> None:
@@ -61,45 +92,72 @@ class ResultsStore:
         self.root = Path(root) if root is not None else data_dir() / "das_store"
 
     def key(self, model, task, cfg, trained: bool = True, init: dict | None = None) -> str:
-        """The key of a search: the network's weights, the task, the config, the measurement
-        version and, for a warm start, the weights of the alignment it started from."""
-        d = {"model": model_fingerprint(model), "task": [task.name, task.unk_p], "config": asdict(cfg),
-             "trained": trained, "version": MEASUREMENT_VERSION}
+        """The key of a DAS search: the network's weights, the task, the config, whether it was
+        trained and, for a warm start, the weights of the alignment it started from (plus the
+        measurement version and code fingerprint, see ``make_key``)."""
+        d = {"model": model_fingerprint(model), "task": [task.name, task.unk_p], "config": asdict(cfg), "trained": trained}
         if init is not None:
             d["init"] = tensors_fingerprint(init)
-        blob = json.dumps(d, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+        return make_key(d)
 
-    def path(self, key: str) -> Path:
-        return self.root / key[:2] / key
+    def path(self, key: str, kind: str = "") -> Path:
+        """The folder of entry ``key`` of ``kind`` ("" for DAS, "mas" for MAS and stitching)."""
+        return (self.root / kind if kind else self.root) / key[:2] / key
 
     def __contains__(self, key: str) -> bool:
         return (self.path(key) / "result.json").exists()
 
-    def get(self, key: str):
-        """Return the cached ``DASResult`` for ``key``, or None."""
-        from .alignment import alignment_from_description
-        from .das import DASConfig, DASResult
-        p = self.path(key)
+    # ---- entries of any kind: a JSON record, named state dicts, named arrays ----
+
+    def save_entry(self, key: str, record: dict, maps: dict | None = None, arrays: dict | None = None,
+                   kind: str = "", maps_file: str = "maps.pt") -> Path:
+        """Save ``record`` (JSON, floats exact), ``maps`` (name -> state dict) and ``arrays``
+        (name -> array) under ``key`` atomically: a half-written entry is never visible."""
+        def write(tmp: Path) -> None:
+            atomic_write_json(tmp / "result.json", record, digits=None)  # exact: a cached result must equal the fresh one
+            if maps is not None:
+                torch.save({k: {n: v.detach().cpu() for n, v in sd.items()} for k, sd in maps.items()}, tmp / maps_file)
+            if arrays is not None:
+                np.savez(tmp / "rows.npz", **{k: np.asarray(v) for k, v in arrays.items()})
+        return write_dir_atomically(self.path(key, kind), write)
+
+    def load_entry(self, key: str, kind: str = "", maps_file: str = "maps.pt") -> tuple | None:
+        """(record, maps, arrays) saved under ``key``, or None (maps/arrays None where not saved)."""
+        p = self.path(key, kind)
         if not (p / "result.json").exists():
             return None
-        meta = json.loads((p / "result.json").read_text())
+        record = json.loads((p / "result.json").read_text())
+        maps = torch.load(p / maps_file, weights_only=True, map_location="cpu") if (p / maps_file).exists() else None
+        arrays = None
+        if (p / "rows.npz").exists():
+            with np.load(p / "rows.npz") as z:
+                arrays = {k: z[k] for k in z.files}
+        return record, maps, arrays
+
+    # ---- DAS results ----
+
+    def get(self, key: str, token_iia: bool = False):
+        """Return the cached ``DASResult`` for ``key``, or None. ``token_iia``: a result cached
+        without the free-running token IIA does not answer a search that asks for it."""
+        from .alignment import alignment_from_description
+        from .das import DASConfig, DASResult
+        entry = self.load_entry(key, maps_file="alignment.pt")
+        if entry is None:
+            return None
+        meta, maps, rows = entry
+        if token_iia and meta["metrics"].get("iia_token_test") is None:
+            return None
         align = alignment_from_description(meta["alignment"])
-        align.load_state_dict(torch.load(p / "alignment.pt", weights_only=True, map_location="cpu"))
-        with np.load(p / "rows.npz") as z:
-            rows = {k: z[k] for k in z.files}
+        align.load_state_dict(maps["alignment"])
         metrics = dict(meta["metrics"], cached=True)
         return DASResult(align.eval(), DASConfig(**meta["config"]), metrics, meta["history"], rows)
 
     def put(self, key: str, result) -> Path:
-        """Save a result under ``key`` atomically (a half-written entry is never visible)."""
-        def write(tmp: Path) -> None:
-            atomic_write_json(tmp / "result.json", {"config": asdict(result.config), "metrics": result.metrics,
-                                                    "history": result.history, "alignment": result.alignment.describe()},
-                              digits=None)  # exact: a cached result must equal the fresh one
-            torch.save({k: v.detach().cpu() for k, v in result.alignment.state_dict().items()}, tmp / "alignment.pt")
-            np.savez(tmp / "rows.npz", **{k: np.asarray(v) for k, v in result.rows.items()})
-        return write_dir_atomically(self.path(key), write)
+        """Save a ``DASResult`` under ``key`` atomically (a half-written entry is never visible)."""
+        record = {"config": asdict(result.config), "metrics": result.metrics, "history": result.history,
+                  "alignment": result.alignment.describe()}
+        return self.save_entry(key, record, {"alignment": result.alignment.state_dict()}, result.rows,
+                               maps_file="alignment.pt")
 
     def clear(self) -> None:
         """Remove every cached search."""
