@@ -76,7 +76,11 @@ class DASResult:
 
     metrics: ``iia_test``, ``iia_changed_test``, ``iia_token_test`` (and ``_val``,
     ``_test_heldout``), ``steps``, ``best_step``, ``seconds``, ``stopped_because``,
-    ``n_units`` (boundless: the learned size; ``boundary`` its continuous value), ...
+    ``converged`` (True: stopped by the convergence rule; False: stopped by the step cap or the
+    loss rule first; None: not trained), ...
+    ``n_units`` (boundless: the learned size; ``boundary`` its continuous value).
+    history: the validation curve, one record per evaluation (``step``, ``val_iia``,
+    ``val_iia_changed``, ``val_loss``, ``train_loss``, ...).
     rows: per test pair, numpy arrays (values swapped, counts, ``correct``) for breakdowns.
     """
 
@@ -250,7 +254,8 @@ def _finish(model, m: "search.Search", site, t_start, token_iia: bool = True) ->
     metrics.update({
         "steps": m.steps, "best_step": m.best_step if m.history else 0,
         "seconds": round(m.seconds or (time.perf_counter() - t_start), 3),
-        "stopped_because": m.stopped, "seconds_to_iia_0.95": first_95["seconds"] if first_95 else None,
+        "stopped_because": m.stopped, "converged": m.converged,
+        "seconds_to_iia_0.95": first_95["seconds"] if first_95 else None,
         "n_units": progress.get("n_units", cfg.n_units), "learned_n_units": progress.get("n_units"),
         "boundary": progress.get("boundary"),
         "changed_fraction_test": float(states["test"].pairs.changed.float().mean()),
@@ -282,16 +287,15 @@ def run_das(
 
 def subspace_sweep(model: SequenceModel, task: Task, cfg: DASConfig, sizes: Sequence[int], progress: bool = True,
                    store=None, **overrides) -> dict[int, DASResult]:
-    """Search every subspace size in ``sizes`` at the same budget, in one batched pass.
+    """Search every subspace size in ``sizes`` in one batched pass, each under ``cfg``'s stopping
+    rule (to convergence, or to the cap: each result says which in ``metrics["converged"]``).
 
-    Every size runs ``max_steps`` steps (no early stop on validation IIA), so the curve
-    shows what size buys, not how fast each size converges.
+    A boundless config is searched as orthogonal at each size. Sizes wider than the state are dropped.
     """
     base = replace(cfg, **overrides) if overrides else cfg
     d = state_width(model, base.site)
     sizes = [int(k) for k in sizes if int(k) * base.n_blocks() <= d]
-    cfgs = [replace(base, alignment="orthogonal" if base.alignment == "boundless" else base.alignment,
-                    n_units=k, target_iia=2.0, patience=0) for k in sizes]
+    cfgs = [replace(base, alignment="orthogonal" if base.alignment == "boundless" else base.alignment, n_units=k) for k in sizes]
     return dict(zip(sizes, run_das_batch(model, task, cfgs, progress=progress, store=store, token_iia=False)))
 
 

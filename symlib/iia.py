@@ -138,7 +138,7 @@ def _rate(x: torch.Tensor) -> float | None:
 def evaluate_alignment(model: SequenceModel, align: AlignmentFunction, data: CounterfactualPairs | PairStates,
                        site: str | None = None, batch: int = 1000, free_running: bool = True,
                        source_model: SequenceModel | None = None, source_align: AlignmentFunction | None = None,
-                       swap: torch.Tensor | None = None) -> dict:
+                       swap: torch.Tensor | None = None, loss_on: str = "all") -> dict:
     """Measure IIA of ``align`` on ``model`` over counterfactual pairs.
 
     - ``iia``: trial IIA, the fraction of pairs whose every task-mask token is predicted as
@@ -147,7 +147,8 @@ def evaluate_alignment(model: SequenceModel, align: AlignmentFunction, data: Cou
       would do anyway (``pairs.changed``): the chance-corrected number, None if there are none;
     - ``iia_token``: the fraction of task-mask tokens right when the network is fed its own
       outputs (free running; teacher-forced when ``free_running=False``);
-    - ``loss``: the search loss (every token after the swap); ``n``, ``n_changed``;
+    - ``loss``: the search loss on these pairs (``loss_on``: every token after the swap, or the
+      task-mask tokens only, as the search scores them); ``n``, ``n_changed``;
       ``correct``: (N,) bool per pair.
     ``swap`` (N, n_blocks) overrides the pairs' own choice of blocks (all False: no swap).
     """
@@ -167,7 +168,7 @@ def evaluate_alignment(model: SequenceModel, align: AlignmentFunction, data: Cou
                 if swap is not None:
                     sw = swap[idx].to(dev)
                 logits, tgt, on_mask, rows = scored_logits(model, align, tokens, task_mask, pos, ht, hs, sw, site, source_align)
-                loss_sum += float(das_loss(logits, tgt, on_mask)) * len(idx)
+                loss_sum += float(das_loss(logits, tgt, on_mask, loss_on)) * len(idx)
                 wrong = (logits.argmax(-1) != tgt) & on_mask
                 correct.append((torch.bincount(rows[wrong], minlength=len(idx)) == 0).cpu())
                 m = task_mask[:, 1:]

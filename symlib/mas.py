@@ -111,7 +111,8 @@ class MASResult:
     ``initial_iia_test``, ``initial_iia_changed_test`` (the untrained alignments on the same
     pairs: the control), ``trained_by`` ("behaviour", "cl" or "none") and, when the CL
     loss is on, ``cl_test`` (its value on test pairs) and ``cl_matched`` (the fraction of
-    pairs with a natural state to pull toward); metrics: steps, seconds, stopped_because.
+    pairs with a natural state to pull toward); metrics: steps, seconds, stopped_because,
+    converged (see ``search.Search.record``); history: the validation curve.
     """
 
     names: list[str]
@@ -243,11 +244,10 @@ def _pair_sets(nets, cfg, directions, splits=("train", "val", "test")):
 # ---------------------------------------------------------------- counterfactual-latent targets
 
 def _state_keys(prog: Program, trace: dict) -> torch.Tensor:
-    """Encode each program state (every field of ``trace``, any shape) as one int64 per state."""
-    key = torch.zeros_like(next(iter(trace.values())))
-    for k in sorted(trace):
-        key = key * 4096 + (trace[k].long() + 2048)
-    return key
+    """Each program state as a row of its fields' values (every field of ``trace``, in name
+    order): fields of shape S -> (*S, n_fields) int64. Rows compare exactly, whatever the
+    number of fields or their ranges (``cl_targets`` matches them)."""
+    return torch.stack([trace[k].long() for k in sorted(trace)], -1)
 
 
 def counterfactual_states(pairs: CounterfactualPairs, prog: Program, variable: str) -> dict:
@@ -269,7 +269,7 @@ def counterfactual_states(pairs: CounterfactualPairs, prog: Program, variable: s
 
 def natural_pool(net: MASNetwork, prog: Program, n_trials: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """States of ``net`` at every demo and response position of fresh trials, with their
-    program-state keys: (keys (M,), H (M, d))."""
+    program-state keys: (keys (M, n_fields), H (M, d))."""
     g = torch.Generator().manual_seed(split_seed(seed, "cl_pool"))
     trials = net.task.sample(int(n_trials), "train", g, unk_p=0.0)
     with frozen(net.model), torch.no_grad():
@@ -283,7 +283,13 @@ def natural_pool(net: MASNetwork, prog: Program, n_trials: int, seed: int) -> tu
 
 def cl_targets(keys_needed: torch.Tensor, pool_keys: torch.Tensor, pool_H: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each needed key, one pool state with that key (chosen at random, seeded):
-    (H (N, d), matched (N,) bool; unmatched rows are zeros)."""
+    (H (N, d), matched (N,) bool; unmatched rows are zeros).
+
+    keys_needed (N, F) and pool_keys (M, F): program states as rows (``_state_keys``); or (N,)
+    and (M,) integer keys."""
+    if keys_needed.dim() == 2:  # rows -> one integer id per distinct row, shared by both sides
+        ids = torch.unique(torch.cat([pool_keys, keys_needed]), dim=0, return_inverse=True)[1]
+        pool_keys, keys_needed = ids[:len(pool_keys)], ids[len(pool_keys):]
     g = torch.Generator().manual_seed(seed)
     order = torch.argsort(pool_keys, stable=True)
     sk = pool_keys[order]
@@ -413,7 +419,7 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
         ev, ev_val = d.evaluate("test"), d.evaluate("val")
         row = {"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"], "iia_val": ev_val["iia"],
                "trained_by": "behaviour" if (s, t) in beh else "cl" if (s, t) in cl else "none",
-               "n_test": ev["n"], "n_changed_test": ev["n_changed"]}
+               "n_test": ev["n"], "n_changed_test": ev["n_changed"], "converged": srch.converged}
         if initial is not None:
             ev0 = initial_dirs[(s, t)].evaluate("test")
             row.update({"initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"]})
@@ -422,7 +428,7 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
             row["cl_matched"] = float(d.cl["test"][1].float().mean())
         rows.append(row)
     metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3),
-               "total_seconds": round(time.perf_counter() - t_start, 3), "stopped_because": stopped,
+               "total_seconds": round(time.perf_counter() - t_start, 3), "stopped_because": stopped, "converged": srch.converged,
                "directions": [list(d) for d in beh], "cl_directions": [list(d) for d in cl]}
     for m in maps.values():
         m.eval()
@@ -486,10 +492,11 @@ def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True,
         ev, ev0 = d.evaluate("test"), initial_dirs[(s, t)].evaluate("test")
         rows.append({"source": s, "target": t, "iia_test": ev["iia"], "iia_changed_test": ev["iia_changed"],
                      "initial_iia_test": ev0["iia"], "initial_iia_changed_test": ev0["iia_changed"], "trained_by": "behaviour",
-                     "n_test": ev["n"], "n_changed_test": ev["n_changed"]})
+                     "n_test": ev["n"], "n_changed_test": ev["n_changed"], "converged": srch.converged})
     for m in maps.values():
         m.eval()
     metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3), "stopped_because": stopped,
+               "converged": srch.converged,
                "total_seconds": round(time.perf_counter() - t_start, 3), "directions": [list(d) for d in beh]}
     res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, srch.history)
     if key is not None:

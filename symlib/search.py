@@ -63,10 +63,12 @@ class SearchConfig:
     n_train: int = 10_000  # training pairs (the loss)
     n_val: int = 1_000  # validation pairs: stop the search and choose the best alignment
     n_test: int = 1_000  # test pairs: only for the reported numbers
-    max_steps: int = 20_000
+    max_steps: int = 20_000  # the cap; a search that reaches it has not converged (``converged`` False)
     eval_every: int = 50
-    target_iia: float = 0.995  # stop once validation trial IIA reaches this (>1: never)
-    patience: int = 10  # ... or once validation loss has not improved for this many evaluations (0: never)
+    target_iia: float = 0.995  # converged once validation trial IIA reaches this (>1: never)
+    plateau_steps: int = 1_000  # ... or once the best validation changed-pair IIA has gained
+    plateau_tol: float = 0.005  # ... less than plateau_tol over the last plateau_steps steps (0: never)
+    patience: int = 0  # also stop once validation loss has not improved for this many evaluations (0: never)
     relabel: bool = False  # the wrong-label control: a fixed permutation of the swapped values, trained and tested on
     seed: int = 0
 
@@ -87,6 +89,13 @@ class SearchConfig:
         for name in self.POSITIVE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("plateau_steps", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: never), got {getattr(self, name)}")
+        if not 0 <= self.plateau_tol < 1:
+            raise ValueError(f"plateau_tol is a gain in IIA and must be in [0, 1), got {self.plateau_tol}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
 
     def _check_own(self) -> None:
         """Checks of a subclass's own choices, run before the numeric checks."""
@@ -159,10 +168,10 @@ class Direction:
         """The intervened target states: h_t (B, d), h_s (B, d_s), swap (B, n_blocks) -> (B, d)."""
         return self.align.interchange(h_t, h_s, swap, source=self.source_align)
 
-    def evaluate(self, split: str, free_running: bool = False) -> dict:
-        """``evaluate_alignment`` of this direction's maps on ``split``."""
+    def evaluate(self, split: str, free_running: bool = False, loss_on: str = "all") -> dict:
+        """``evaluate_alignment`` of this direction's maps on ``split`` (``loss_on``: the tokens its loss scores)."""
         return evaluate_alignment(self.model, self.align, self.st(split), self.site, free_running=free_running,
-                                  source_align=self.source_align)
+                                  source_align=self.source_align, loss_on=loss_on)
 
     @torch.no_grad()
     def cl_value(self, split: str) -> float | None:
@@ -213,6 +222,7 @@ class Search:
         self.best_key, self.best_state, self.best_step = None, None, 0
         self.since_best, self.best_loss = 0, math.inf
         self.stopped: str | None = None
+        self.converged: bool | None = None  # None: not trained
         self.steps, self.seconds = 0, 0.0
         own = [m for m in self.maps.values() if getattr(m, "stops_on_own_rule", False)]
         self.own_rule = own[0] if own else None
@@ -262,7 +272,7 @@ class Search:
         cl_vals = [d.cl_value("val") for d in self.cl_directions if d.cl]
         if not self.directions:
             return {"val_iia": 0.0, "val_loss": float(np.mean(cl_vals)) if cl_vals else 0.0, "val_cl": cl_vals}
-        evs = [d.evaluate("val") for d in self.directions]
+        evs = [d.evaluate("val", loss_on=self.loss_on) for d in self.directions]
         for m in self.maps.values():
             m.train()
         if len(evs) == 1:
@@ -275,8 +285,33 @@ class Search:
             out["val_cl"] = float(np.mean(cl_vals))
         return out
 
+    def plateau_gain(self) -> float | None:
+        """How much the best validation score has gained over the last ``plateau_steps`` steps
+        (None while the history is shorter than that). The score is the changed-pair IIA (trial
+        IIA where no pair changed; minus the CL loss for a search trained by the CL loss alone).
+        A running best, so noise can only delay the verdict, never bring it early."""
+        window = self.cfg.plateau_steps
+        if not window or not self.history or self.history[-1]["step"] < window:
+            return None
+        now = self.history[-1]["step"]
+        best_now = best_then = -math.inf
+        for r in self.history:
+            v = _score(r, bool(self.directions))
+            best_now = max(best_now, v)
+            if r["step"] <= now - window:
+                best_then = max(best_then, v)
+        if best_then == -math.inf:  # no evaluation at or before the window's start: measure from the first one
+            best_then = _score(self.history[0], bool(self.directions))
+        return best_now - best_then
+
     def record(self, rec: dict) -> None:
-        """Log an evaluation; keep the best maps (validation IIA, then loss) and decide on stopping."""
+        """Log an evaluation; keep the best maps (validation IIA, then loss) and decide on stopping.
+
+        A search converges when its validation trial IIA reaches ``target_iia`` or its best
+        validation changed-pair IIA has gained less than ``plateau_tol`` over the last
+        ``plateau_steps`` steps (a boundless alignment: when its own rule says its size
+        converged). The loss rule (``patience``) and the cap (``max_steps``) stop a search without
+        calling it converged, unless the plateau test holds at that point too."""
         self.history.append(rec)
         cfg = self.cfg
         key = (rec["val_iia"], -rec["val_loss"])
@@ -286,16 +321,30 @@ class Search:
             self.best_state = {k: copy.deepcopy(m.state_dict()) for k, m in self.maps.items()}
         if self.own_rule is not None:
             self.stopped = self.own_rule.stop_reason(self.history)
+            self.converged = True if self.stopped else None
             return
         if self.directions and rec["val_iia"] >= cfg.target_iia:
-            self.stopped = f"validation trial IIA >= {cfg.target_iia}"
+            self.stopped, self.converged = f"converged: validation trial IIA >= {cfg.target_iia}", True
+            return
+        gain = self.plateau_gain()
+        if gain is not None and gain < cfg.plateau_tol:
+            what = "changed-pair IIA" if self.directions else "CL loss"
+            self.stopped = (f"converged: best validation {what} gained {max(gain, 0.0):.4f} < {cfg.plateau_tol} "
+                            f"over the last {cfg.plateau_steps} steps")
+            self.converged = True
             return
         if rec["val_loss"] < self.best_loss - 1e-4:
             self.best_loss, self.since_best = rec["val_loss"], 0
         else:
             self.since_best += 1
             if cfg.patience and self.since_best >= cfg.patience:
-                self.stopped = f"validation loss plateaued for {cfg.patience} evaluations"
+                self.stopped = f"validation loss plateaued for {cfg.patience} evaluations (not converged in IIA)"
+                self.converged = False
+
+    def hit_cap(self) -> None:
+        """Stop at ``max_steps``: not converged (the plateau test, run at this evaluation, did not hold)."""
+        if self.stopped is None:
+            self.stopped, self.converged = f"max_steps={self.cfg.max_steps} reached before convergence", False
 
     def restore_best(self) -> None:
         """Load the best maps found and put every map in eval mode."""
@@ -304,6 +353,14 @@ class Search:
                 m.load_state_dict(self.best_state[k])
         for m in self.maps.values():
             m.eval()
+
+
+def _score(rec: dict, behavioural: bool) -> float:
+    """The validation number convergence is judged on (see ``Search.plateau_gain``)."""
+    if not behavioural:
+        return -rec["val_loss"]
+    v = rec.get("val_iia_changed")
+    return rec["val_iia"] if v is None else v
 
 
 def _cl_term(d: Direction, idx: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -350,8 +407,8 @@ def train(searches: Sequence[Search], progress: bool = True, desc: str = "search
                         rec.update(s.validate())
                         rec.update(s.progress())
                         s.record(rec)
-                        if s.stopped is None and step >= s.cfg.max_steps:
-                            s.stopped = f"max_steps={s.cfg.max_steps} reached"
+                        if step >= s.cfg.max_steps:
+                            s.hit_cap()
                         if s.stopped is not None:
                             s.seconds = time.perf_counter() - t_start
                             active.remove(s)
@@ -364,7 +421,7 @@ def train(searches: Sequence[Search], progress: bool = True, desc: str = "search
             bar.close()
     for s in searches:
         if s.stopped is None:
-            s.stopped = f"max_steps={s.cfg.max_steps} reached"
+            s.hit_cap()
             s.seconds = time.perf_counter() - t_start
         s.restore_best()
 

@@ -222,3 +222,21 @@ def test_wrong_label_control_scores_low_where_the_real_search_scores_high():
     assert np.nanmax(ctl.matrix()) < 0.5, ctl.table
     with pytest.raises(ValueError, match="relabel"):
         mas.run_mas(nets, progress=False, **{**FAST, "relabel": True, "cl_eps": 0.1})
+
+
+def test_state_keys_tell_every_program_state_apart():
+    """Ctx-Distr's program state has six fields; two states that differ only in an override (none,
+    -1, against 15 or 31) are different states, and the CL loss must not pull one toward the other."""
+    task = symlib.make_task("multiobject")
+    prog = symlib.make_program("ctx_distr", task)
+    base = {"count_override": torch.tensor([-1]), "demos": torch.tensor([3]), "n": torch.tensor([5]),
+            "phase": torch.tensor([1]), "phase_override": torch.tensor([-1]), "resps": torch.tensor([2])}
+    other = [dict(base, count_override=torch.tensor([v])) for v in (15, 31)]
+    pool = mas._state_keys(prog, base)
+    for o in other:
+        need = mas._state_keys(prog, o)
+        assert not torch.equal(need, pool)
+        _, ok = mas.cl_targets(need, pool, torch.ones(1, 4), 0)
+        assert not ok.any()
+    _, ok = mas.cl_targets(mas._state_keys(prog, base), pool, torch.ones(1, 4), 0)
+    assert ok.all()
