@@ -18,7 +18,7 @@ from torch.nn.utils import parametrizations
 
 from .utils import check_choice
 
-ALIGNMENT_NAMES: tuple[str, ...] = ("orthogonal", "linear", "revnet", "boundless")
+ALIGNMENT_NAMES: tuple[str, ...] = ("orthogonal", "linear", "affine", "revnet", "boundless")
 
 
 class AlignmentFunction(nn.Module):
@@ -212,6 +212,136 @@ class LinearAlignment(AlignmentFunction):
 
     def describe(self):
         return {**super().describe(), "max_cond": self.max_cond}
+
+
+class AffineAlignment(LinearAlignment):
+    """A linear alignment with an offset: z = W h + b.
+
+    Within one network the offset cancels in the interchange (see ``LinearAlignment``), so
+    there it searches exactly what ``linear`` does. Between two networks (MAS) it does not:
+    the source's aligned coordinates ``W_s h_s + b_s`` are written where the target's
+    ``W_t h_t + b_t`` were, so b_s - b_t shifts what the target receives, and networks whose
+    codes differ by an offset can be matched. The offset starts at 0.
+    """
+
+    kind = "affine"
+
+    def __init__(self, d, block_sizes, max_cond: float = 100.0):
+        super().__init__(d, block_sizes, max_cond)
+        self.b = nn.Parameter(torch.zeros(d))
+
+    def forward(self, h):
+        return super().forward(h) + self.b
+
+    def inverse(self, z):
+        return super().inverse(z.float() - self.b)
+
+    def aligned(self, h):
+        return self._head(h.float()) + self.b[: self.k]
+
+    def interchange(self, h_t, h_s, swap, source=None):
+        if source is None:  # the offset cancels: the linear interchange, a zero swap exact
+            return super().interchange(h_t, h_s, swap)
+        dtype = h_t.dtype
+        delta = source.aligned(h_s) - self.aligned(h_t)
+        moved = (self.coord_mask(swap) * delta) @ self.U.weight[: self.k] / self.singular_values
+        return h_t + (moved @ self.V.weight.T).to(dtype)
+
+
+class NormalisedAlignment(AlignmentFunction):
+    """An alignment function that works on z-scored states [the original's ``zscore_alignment``].
+
+    ``h -> (h - mean) / std`` (per coordinate, statistics of the network's natural states,
+    kept as buffers so a saved alignment carries them) is applied before ``inner`` and undone
+    after the interchange. In MAS each network normalises with its own statistics: a source
+    state is z-scored with the source's, the result written into the target's z-scored state
+    and mapped back with the target's, so networks whose states differ in scale and offset
+    (an LSTM's [h; c] reaching 17 where a GRU's stay within 1) meet on a common footing.
+    Everything else (hooks, ``Q``, ``n_units``, ...) is the inner alignment's.
+    """
+
+    kind = "normalised"
+
+    def __init__(self, inner: AlignmentFunction, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 eps: float = 1e-6):
+        super().__init__(inner.d, inner.block_sizes)
+        self.inner = inner
+        self.k = inner.k
+        mean = torch.zeros(inner.d) if mean is None else torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std = torch.ones(inner.d) if std is None else torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean.shape != (inner.d,) or std.shape != (inner.d,):
+            raise ValueError(f"normalisation statistics must have the state's width ({inner.d}), got {tuple(mean.shape)} "
+                             f"and {tuple(std.shape)}")
+        self.register_buffer("mean", mean.clone())
+        self.register_buffer("std", std.clamp_min(eps).clone())  # a constant coordinate is centred, not blown up
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "inner":
+                raise
+            return getattr(self.inner, name)
+
+    stops_on_own_rule = property(lambda self: self.inner.stops_on_own_rule)
+
+    def _z(self, h):
+        return (h.float() - self.mean) / self.std
+
+    def forward(self, h):
+        return self.inner.forward(self._z(h))
+
+    def inverse(self, z):
+        return self.inner.inverse(z) * self.std + self.mean
+
+    def aligned(self, h):
+        return self.inner.aligned(self._z(h))
+
+    def interchange(self, h_t, h_s, swap, source=None):
+        dtype = h_t.dtype
+        if source is None:
+            out = self.inner.interchange(self._z(h_t), self._z(h_s), swap)
+        else:  # the source's own aligned() z-scores its state with its own statistics
+            out = self.inner.interchange(self._z(h_t), h_s, swap, source=source)
+        return (out.float() * self.std + self.mean).to(dtype)
+
+    def on_step(self, step):
+        self.inner.on_step(step)
+
+    def progress(self):
+        return self.inner.progress()
+
+    def stop_reason(self, history):
+        return self.inner.stop_reason(history)
+
+    def penalty(self):
+        return self.inner.penalty()
+
+    def param_groups(self, lr):
+        return self.inner.param_groups(lr)
+
+    def describe(self):
+        return {"kind": self.kind, "d": self.d, "inner": self.inner.describe()}
+
+
+@torch.no_grad()
+def natural_statistics(model, task, site: str | None = None, n_trials: int = 1_000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of ``model``'s states at ``site`` over every demo and response position of
+    ``n_trials`` fresh trials (training counts): ((d,), (d,)), float32 on the CPU."""
+    from .counterfactuals import split_seed
+    g = torch.Generator().manual_seed(split_seed(seed, "natural_statistics"))
+    trials = task.sample(int(n_trials), "train", g, unk_p=0.0)
+    was = model.training
+    model.eval()
+    try:
+        S = model.states(trials.tokens.to(model.device), site).float().cpu()
+    finally:
+        model.train(was)
+    L = trials.tokens.shape[1]
+    idx = torch.arange(L)[None, :]
+    keep = (idx >= 1) & (idx < (trials.lengths - 1)[:, None]) & (idx != trials.trigger_pos[:, None])
+    H = S[keep]
+    return H.mean(0), H.std(0)
 
 
 def _rotation(d: int) -> nn.Module:
@@ -560,13 +690,15 @@ class BoundlessAlignment(AlignmentFunction):
 
 
 _CLASSES: dict[str, type[AlignmentFunction]] = {
-    "orthogonal": OrthogonalAlignment, "linear": LinearAlignment, "revnet": RevNetAlignment, "boundless": BoundlessAlignment,
+    "orthogonal": OrthogonalAlignment, "linear": LinearAlignment, "affine": AffineAlignment, "revnet": RevNetAlignment,
+    "boundless": BoundlessAlignment,
 }
 
 #: constructor arguments that ``describe()`` records, by kind
 _DESCRIBED_ARGS: dict[str, tuple[str, ...]] = {
     "orthogonal": (),
     "linear": ("max_cond",),
+    "affine": ("max_cond",),
     "revnet": ("n_layers", "hidden"),
     "boundless": ("init_units", "size_weight") + BoundlessAlignment._SETTINGS,
 }
@@ -596,6 +728,8 @@ def alignment_from_description(desc: dict) -> AlignmentFunction:
     saved state dict to get the alignment back. Keys a description lacks take their defaults.
     """
     kind = desc.get("kind")
+    if kind == NormalisedAlignment.kind:
+        return NormalisedAlignment(alignment_from_description(desc["inner"]))
     check_choice("alignment function", kind, ALIGNMENT_NAMES)
     kw = {k: desc[k] for k in _DESCRIBED_ARGS[kind] if desc.get(k) is not None}
     blocks = None if kind == "boundless" else list(desc["block_sizes"])

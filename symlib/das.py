@@ -25,7 +25,8 @@ from typing import ClassVar, Optional, Sequence
 
 import torch
 
-from .alignment import ALIGNMENT_NAMES, AlignmentFunction, alignment_from_description, make_alignment
+from .alignment import (ALIGNMENT_NAMES, AlignmentFunction, NormalisedAlignment, alignment_from_description, make_alignment,
+                        natural_statistics)
 from .counterfactuals import CounterfactualPairs, make_splits, split_seed, variable_blocks, wrong_labels
 from .iia import PairStates, evaluate_alignment, pair_rows, split_metrics
 from .models import SequenceModel, check_task
@@ -128,9 +129,21 @@ def _init_state(a) -> dict | None:
     return {k: v.detach().cpu().clone() for k, v in sd.items()}
 
 
-def _start_alignment(cfg: DASConfig, d: int, init: dict | None) -> AlignmentFunction:
-    """A fresh alignment for ``cfg``, loaded with ``init``'s weights when one is given."""
+def start_alignment(model: SequenceModel, task: Task, cfg: DASConfig, init=None) -> AlignmentFunction:
+    """The alignment a search of ``cfg`` on ``model`` starts from: fresh (seeded), z-scoring with
+    the network's natural-state statistics when ``cfg.normalise``, loaded with ``init``'s weights
+    (an alignment or state dict) when one is given. On the model's device."""
+    site = model.check_site(cfg.site)
+    stats = natural_statistics(model, task, site) if cfg.normalise else None
+    return _start_alignment(cfg, model.state_size(site), _init_state(init), stats).to(model.device)
+
+
+def _start_alignment(cfg: DASConfig, d: int, init: dict | None, stats: tuple | None = None) -> AlignmentFunction:
+    """A fresh alignment for ``cfg`` (normalised with ``stats`` = (mean, std) when given),
+    loaded with ``init``'s weights when one is given."""
     align = new_alignment(cfg, d)
+    if stats is not None:
+        align = NormalisedAlignment(align, *stats)
     if init is not None:
         try:
             align.load_state_dict(init)
@@ -214,9 +227,10 @@ def run_das_batch(
     t_start = time.perf_counter()
     states = _states_for(model, task, [cfgs[i] for i in todo], [site_of[i] for i in todo], pairs)
     dev = model.device
+    stats = {s: natural_statistics(model, task, s) for s in {site_of[i] for i in todo if cfgs[i].normalise}}
     searches = []
     for i, st in zip(todo, states):
-        align = _start_alignment(cfgs[i], widths[i], init[i]).to(dev)
+        align = _start_alignment(cfgs[i], widths[i], init[i], stats.get(site_of[i]) if cfgs[i].normalise else None).to(dev)
         d = search.Direction(model, site_of[i], st, align, batch_seed=split_seed(cfgs[i].seed, "batches"))
         searches.append(search.Search(cfgs[i], {"alignment": align}, [d], loss_on=cfgs[i].loss_on))
     trainable = [s for s in searches if train_alignment and (s.cfg.n_units > 0 or s.cfg.alignment == "boundless")]

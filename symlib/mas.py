@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from .alignment import make_alignment
+from .alignment import NormalisedAlignment, make_alignment, natural_statistics
 from .counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
 from . import search
 from .search import cl_loss  # noqa: F401  (mas.cl_loss: the CL loss, where MAS readers look for it)
@@ -45,7 +45,7 @@ from .tasks import Task, make_task
 from .utils import check_choice
 
 #: Alignment functions MAS accepts: those whose interchange can take another network's map.
-MAS_ALIGNMENTS = ("orthogonal", "linear")
+MAS_ALIGNMENTS = ("orthogonal", "linear", "affine")
 
 
 @dataclass
@@ -393,12 +393,18 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
         raise ValueError("the wrong-label control (relabel=True) trains on behaviour only; set cl_eps=0 and no cl_directions")
     store = resolve_store(store)
     n_blocks = len(variable_blocks(_program(nets[0], cfg), cfg.variable))
-    new_map = lambda n: make_alignment(cfg.alignment, n.width, [cfg.n_units] * n_blocks, seed=split_seed(cfg.seed, f"alignment:{n.name}"))
+
+    def new_map(n: MASNetwork, stats: bool = True):
+        a = make_alignment(cfg.alignment, n.width, [cfg.n_units] * n_blocks, seed=split_seed(cfg.seed, f"alignment:{n.name}"))
+        if not cfg.normalise:
+            return a
+        # statistics of the network's natural states; a cached search loads its own over these
+        return NormalisedAlignment(a, *natural_statistics(n.model, n.task, n.site)) if stats else NormalisedAlignment(a)
     key = None
     if store is not None:
         key = _cache_key("mas", nets, cfg, evaluate_all=evaluate_all, controls=controls)
         by_name = {n.name: n for n in nets}
-        hit = _cache_get(store, key, lambda k, sd: new_map(by_name[k]))
+        hit = _cache_get(store, key, lambda k, sd: new_map(by_name[k], stats=False))
         if hit is not None:
             return hit
     t_start = time.perf_counter()

@@ -70,6 +70,7 @@ class SearchConfig:
     plateau_tol: float = 0.005  # ... less than plateau_tol over the last plateau_steps steps (0: never)
     patience: int = 0  # also stop once validation loss has not improved for this many evaluations (0: never)
     relabel: bool = False  # the wrong-label control: a fixed permutation of the swapped values, trained and tested on
+    normalise: bool = False  # z-score each network's states (statistics of its natural states) before the map, undo after
     seed: int = 0
 
     #: the alignment functions this kind of search accepts, and what an error calls them

@@ -90,3 +90,18 @@ def permuted_counter(perm: list[int], **kw) -> nn.Module:
         rnn.bias_hh_l0.copy_(rnn.bias_hh_l0[p])
         net.feat.weight.copy_(net.feat.weight[:, p])
     return net
+
+
+def scaled_counter(scale: float = 1.0, offset: float = 0.0, **kw) -> nn.Module:
+    """A ``HandCounter`` whose state is ``scale`` times larger, its count unit shifted by ``offset``
+    (set by the start token ``B``): unit 0 holds ``offset + scale * count``. It computes the same
+    function as ``HandCounter(**kw)``; only the code of its state differs."""
+    net = HandCounter(**kw)
+    with torch.no_grad():
+        rnn = net.rnn
+        rnn.weight_ih_l0.mul_(scale)
+        rnn.weight_ih_l0[0, 1] = offset  # B starts the count unit at the offset
+        net.feat.weight.div_(scale)
+        net.feat.bias[0] -= offset / scale
+        net.feat.bias[1] -= offset / scale
+    return net

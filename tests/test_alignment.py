@@ -457,3 +457,31 @@ def test_boundless_polish_fixes_the_size():
     assert b.is_fixed and b.n_units == 3 and b.polish_patience == 2
     b.set_size(5.0)  # ... until the size is set again
     assert not b.is_fixed and b.n_units == 5
+
+
+def test_affine_offset_cancels_within_a_network_and_counts_between_two():
+    a = make_alignment("affine", 6, [2], seed=0)
+    with torch.no_grad():
+        a.b.copy_(torch.arange(6.0))
+    lin = make_alignment("linear", 6, [2], seed=0)
+    h_t, h_s, swap = torch.randn(4, 6), torch.randn(4, 6), torch.ones(4, 1, dtype=torch.bool)
+    assert torch.allclose(a.interchange(h_t, h_s, swap), lin.interchange(h_t, h_s, swap), atol=1e-6)
+    src = make_alignment("affine", 6, [2], seed=0)  # same map, no offset: the target receives b_s - b_t = -b
+    out = a.interchange(h_t, h_s, swap, source=src)
+    assert torch.allclose(a.aligned(out), src.aligned(h_s), atol=1e-4)
+    assert not torch.allclose(out, lin.interchange(h_t, h_s, swap), atol=1e-3)
+
+
+def test_normalised_alignment_round_trips_and_keeps_its_statistics():
+    from symlib.alignment import NormalisedAlignment
+    mean, std = torch.linspace(-3, 3, 8), torch.linspace(0.5, 20, 8)
+    n = NormalisedAlignment(make_alignment("orthogonal", 8, [2], seed=1), mean, std)
+    h = torch.randn(5, 8) * std + mean
+    assert torch.allclose(n.interchange(h, h.flip(0), torch.zeros(5, 1, dtype=torch.bool)), h, atol=1e-4)
+    # swapping in a state's own coordinates changes nothing; the aligned coordinates are the z-scored state's
+    assert torch.allclose(n.aligned(h), ((h - mean) / std) @ n.Q, atol=1e-5)
+    back = alignment_from_description(n.describe())
+    back.load_state_dict(n.state_dict())
+    assert torch.equal(back.mean, mean) and torch.equal(back.std, std) and torch.equal(back.Q, n.Q)
+    with pytest.raises(ValueError, match="width"):
+        NormalisedAlignment(make_alignment("orthogonal", 8, [2], seed=1), torch.zeros(7), torch.ones(7))

@@ -240,3 +240,43 @@ def test_state_keys_tell_every_program_state_apart():
         assert not ok.any()
     _, ok = mas.cl_targets(mas._state_keys(prog, base), pool, torch.ones(1, 4), 0)
     assert ok.all()
+
+
+def test_normalisation_lets_mas_align_networks_of_different_scales():
+    """Two counters with the count in unit 0, one at scale 1, the other at scale 20 with an offset of 7:
+    a rotation cannot carry a value across (it keeps lengths and has no offset), so orthogonal MAS fails
+    between them; with each network's states z-scored (normalise=True) it swaps the count both ways, and
+    an affine map (linear with an offset) matches them without normalisation."""
+    from helpers import scaled_counter
+    a = wrap(scaled_counter(1.0, 0.0, uniform_demo=True), "rnn")
+    b = wrap(scaled_counter(20.0, 7.0, uniform_demo=True), "rnn")
+    trials = MULTI.sample(200, "train", gen(3))
+    assert symlib.evaluate(b, trials)["trial_acc"] == 1.0
+    assert torch.equal(a(trials.tokens).argmax(-1), b(trials.tokens).argmax(-1))
+    nets = [("A", a, MULTI), ("B", b, MULTI)]
+    kw = {**FAST, "max_steps": 400, "plateau_steps": 0}
+    raw = mas.run_mas(nets, progress=False, **kw).matrix()
+    norm = mas.run_mas(nets, progress=False, normalise=True, **kw)
+    M = norm.matrix()
+    assert M[0, 1] >= 0.95 and M[1, 0] >= 0.95, M
+    assert raw[0, 1] < 0.5 and raw[1, 0] < 0.5, raw
+    # the statistics travel with the alignment: B's count unit has mean ~ 7 + 20 * mean count
+    sd = norm.alignments["B"].state_dict()
+    assert float(sd["mean"][0]) > 50 and float(sd["std"][0]) > 20 * float(norm.alignments["A"].state_dict()["std"][0]) * 0.9
+    aff = mas.run_mas(nets, progress=False, alignment="affine", **{**kw, "max_steps": 1500}).matrix()
+    assert aff[0, 1] >= 0.9 and aff[1, 0] >= 0.9, aff
+
+
+def test_normalised_searches_are_cached_with_their_statistics(tmp_path):
+    from helpers import scaled_counter
+    b = wrap(scaled_counter(20.0, 7.0, uniform_demo=True), "rnn")
+    st = symlib.ResultsStore(tmp_path)
+    kw = {**FAST, "max_steps": 50}
+    first = mas.run_mas([("B", b, MULTI)], progress=False, normalise=True, directions="self", store=st, **kw)
+    again = mas.run_mas([("B", b, MULTI)], progress=False, normalise=True, directions="self", store=st, **kw)
+    assert again.metrics.get("cached") is True
+    assert torch.equal(again.alignments["B"].mean, first.alignments["B"].mean)
+    assert again.matrix().tolist() == first.matrix().tolist()
+    das = symlib.run_das(b, MULTI, normalise=True, progress=False, store=st, **kw)
+    das2 = symlib.run_das(b, MULTI, normalise=True, progress=False, store=st, **kw)
+    assert das2.metrics.get("cached") is True and torch.equal(das2.alignment.std, das.alignment.std)
