@@ -114,9 +114,11 @@ assert changed["up_down count"] > 0.8 and changed["ctx_distr count"] < changed["
 # Each cell searches one hypothesis on one network (orthogonal DAS, 16 dims, at the default
 # site) with the budget printed above, the budget of the book's findings, and measures on the
 # same test pairs: raw IIA, **changed-pair IIA**, how often a swap changes the answer, and the
-# controls of chapter 03: the alignment as initialised and the wrong-label search (trained on a
-# fixed permutation of the swapped values). A cell **aligns** when its changed-pair IIA is at
-# least 0.9 and at least 0.5 above its best control; **partly** from 0.5; else **no**.
+# controls of chapter 03: the alignment as initialised, the wrong-label search (trained on a
+# fixed permutation of the swapped values within the trained range) and the wrong program (the
+# other program's own search: Up-Up for Up-Down, Up-Down for the others). A cell **aligns** when
+# its changed-pair IIA is at least 0.9 and at least 0.5 above its best control, the wrong program
+# included; **partly** from 0.5; else **no**.
 
 # %%
 if GRID_TABLE:
@@ -336,7 +338,9 @@ assert (double.iia_changed_second >= 0).all()
 symlib.write_results(RESULTS_PATH, {
     "table": table[[c for c in ("arch", "task", "program", "variable", "site", "seed", "iia_test", "iia_changed_test",
                                 "frac_changed_test", "iia_changed_test_heldout", "no_swap_iia_test", "initial_iia_changed_test",
-                                "wrong_labels_iia_changed_test", "control_max_changed_test", "verdict") if c in table]].to_dict("records"),
+                                "wrong_labels_iia_changed_test", "wrong_program_iia_changed_test", "initial_iia_changed_main",
+                                "wrong_labels_iia_changed_main", "wrong_program_iia_changed_main", "control_max_changed_test",
+                                "control_max_changed_main", "margin_changed_test", "verdict") if c in table]].to_dict("records"),
     "follows": verdicts.to_dict("records"),
     "up_up_by_phase": by_phase.to_dict("index"),
     "sameobject": {"arch": SAMEOBJECT_ARCH, "iia_changed_test": m["iia_changed_test"], "control_max_changed_test": m["control_max_changed_test"],

@@ -9,10 +9,10 @@ dict of numbers, which is what a sweep (``python -m symlib.sweep``) collects int
 Programs are compared on *changed* pairs (those where the swap changes what the program
 says should happen): raw IIA ranks hypotheses by how seldom their swaps change anything.
 The verdict for a cell (``verdict``) asks for both a high changed-pair IIA and a wide
-margin over the best control that can score on changed pairs.
-
-The wrong-program control is left out here by default: in a program comparison the other
-programs are rows of the same table, so it would search them twice.
+margin over the best control that can score on changed pairs: the initial alignment, the
+wrong-label search and the wrong-program search (``controls.CHANGED_CONTROLS``). The
+wrong-program control is the other program's own search (measured in full), so where that
+program is also a row of the table the two share one search in the results store.
 """
 from __future__ import annotations
 
@@ -38,8 +38,9 @@ from .utils import check_choice
 #: The comparison's search budget: the findings' budget (every cell; stated in the book and the README),
 #: so searches made by ``make findings`` or chapter 03 are reused from the results store.
 COMPARE_SEARCH = dict(FINDINGS_SEARCH, n_units=16, alignment="orthogonal")
-#: Controls of every cell (the other programs are rows of the table, so no wrong_program).
-COMPARE_CONTROLS: tuple[str, ...] = ("no_swap", "initial", "wrong_labels")
+#: Controls of every cell. The wrong program (Up-Up for Up-Down, Up-Down for the others) is the
+#: other program's own search: a table with that program's row finds it in the results store.
+COMPARE_CONTROLS: tuple[str, ...] = ("no_swap", "initial", "wrong_labels", "wrong_program")
 #: Training overrides per architecture (as in the findings: Transformers capped, best checkpoint used).
 COMPARE_TRAIN = FINDINGS_TRAIN
 #: Per program, the variables that stand for "the number", "phase" and "both".
@@ -53,7 +54,8 @@ PROGRAM_VARIABLES: dict[str, dict[str, tuple[str, ...]]] = {
 ALIGNED_IIA, PARTLY_IIA, ALIGNED_MARGIN = 0.9, 0.5, 0.5
 #: Columns of a comparison row that hold measured values.
 VALUE_COLUMNS = ("iia_test", "iia_changed_test", "frac_changed_test", "iia_changed_test_heldout", "control_max_changed_test",
-                 "margin_changed_test") + tuple(f"{c}_{k}" for c in COMPARE_CONTROLS for k in ("iia_test", "iia_changed_test"))
+                 "control_max_changed_main", "margin_changed_test") + tuple(
+    f"{c}_{k}" for c in COMPARE_CONTROLS for k in ("iia_test", "iia_changed_test", "iia_changed_main"))
 
 
 def sites_of(arch: str) -> tuple[str, ...]:
@@ -128,10 +130,12 @@ def compare_cell(arch: str = "gru", task: str = "multiobject", program: str = "u
     The network is loaded from ``data/runs`` (trained first when missing; ``train_steps`` caps
     training, 0: the book's default). Returns a flat dict: the cell's parameters, the
     network's accuracy, ``iia_test``, ``iia_changed_test``, ``frac_changed_test`` (how often a
-    swap changes the answer), ``iia_changed_test_heldout``, each control's ``<name>_iia_test``
-    and ``<name>_iia_changed_test``, ``control_max_changed_test``, ``margin_changed_test``
-    (changed-pair IIA minus the best control) and ``verdict``. ``smoke``: the test suite's tiny
-    network and searches.
+    swap changes the answer), ``iia_changed_test_heldout``, each control's ``<name>_iia_test``,
+    ``<name>_iia_changed_test`` (on its own changed pairs) and ``<name>_iia_changed_main`` (on
+    this cell's changed pairs), ``control_max_changed_test`` and ``control_max_changed_main``
+    (the best of each over every control that can score on changed pairs, the wrong program
+    included), ``margin_changed_test`` (changed-pair IIA minus ``control_max_changed_test``)
+    and ``verdict``. ``smoke``: the test suite's tiny network and searches.
     """
     params = dict(arch=arch, task=task, program=program, variable=variable, site=site)
     t0 = time.perf_counter()
@@ -150,7 +154,9 @@ def compare_cell(arch: str = "gru", task: str = "multiobject", program: str = "u
     for name, c in m["controls"].items():
         row[f"{name}_iia_test"] = c.get("iia_test")
         row[f"{name}_iia_changed_test"] = c.get("iia_changed_test")
+        row[f"{name}_iia_changed_main"] = c.get("iia_changed_main")
     row["control_max_changed_test"] = m.get("control_max_changed_test")
+    row["control_max_changed_main"] = m.get("control_max_changed_main")
     row["margin_changed_test"] = _margin(row["iia_changed_test"], row["control_max_changed_test"])
     row["verdict"] = verdict(row["iia_changed_test"], row["control_max_changed_test"])
     return row
@@ -164,7 +170,10 @@ def _margin(iia, ctl):
 
 
 def verdict(iia_changed: float | None, control_max: float | None) -> str:
-    """"aligns", "partly" or "no" for a changed-pair IIA and its best control (see ``ALIGNED_IIA``)."""
+    """"aligns", "partly" or "no" for a changed-pair IIA and its best control (see ``ALIGNED_IIA``).
+
+    control_max: the best changed-pair IIA over every control that can score there (the
+    initial alignment, wrong labels, the wrong program: ``control_max_changed_test``)."""
     if iia_changed is None or pd.isna(iia_changed):
         return "no"
     margin = float(iia_changed) - (0.0 if control_max is None or pd.isna(control_max) else float(control_max))

@@ -6,17 +6,21 @@ the source's values at j, then rolled out to ``E``.
 
 Pairs come in splits (train, val, test, test_heldout), each drawn with its own seed
 (``split_seed``); ``make_splits`` builds them all. For the wrong-label control a fixed
-derangement (``wrong_labels``) relabels the swapped values (``relabel``).
+derangement (``wrong_labels``) relabels the swapped values (``relabel``): a derangement of
+the values a count-like variable takes on the training counts (0..20), so every relabelled
+counterfactual is one a network trained on those counts can produce (``intervened_state``
+gives the program state it asks for).
 """
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, fields
+from types import SimpleNamespace
 
 import torch
 
 from .programs import PROGRAMS, Program, counterfactual, intervention_positions, make_program, state_at
-from .tasks import Task, Trials, resolve_counts
+from .tasks import TRAIN_COUNTS, Task, Trials, resolve_counts
 
 #: Variables meaningful for every program.
 GENERIC_VARIABLES: tuple[str, ...] = ("count", "phase", "count_phase", "full", "null")
@@ -97,9 +101,22 @@ def split_seed(seed: int, split: str) -> int:
     return (zlib.crc32(split.encode("utf-8")) + int(seed) * 0x9E3779B1) % 2**32
 
 
-def wrong_labels(max_value: int = 40, seed: int = 0) -> torch.Tensor:
+#: The largest value a count-like variable takes on trials with the training counts, at the
+#: positions pairs are drawn from (demo and response tokens): Up-Down's count runs
+#: 0..max(TRAIN_COUNTS) (up to N in the demo, down from N - 1 in the response), and so do
+#: Up-Up's ``demo_count`` and ``resp_count`` and Ctx-Distr's count. (Round-3's count reaches 21
+#: only at ``T``, never a pair position; Mod-4's response-phase count stays within 0..3.)
+WRONG_LABEL_MAX: int = max(TRAIN_COUNTS)
+
+
+def wrong_labels(max_value: int = WRONG_LABEL_MAX, seed: int = 0) -> torch.Tensor:
     """Return a fixed derangement of 0..max_value: (max_value + 1,) long, ``perm[v] != v``.
 
+    The default range is the trained one (``WRONG_LABEL_MAX``, 0..20): every relabelled
+    value is one the swapped variable takes on natural trials of the training counts, so
+    a relabelled counterfactual asks the network for a sequence it can produce (an earlier
+    cycle over 0..40 sent about half of the counts to 21..40, which no such network
+    answers: a control near 0 by construction).
     Deterministic for ``seed``: a random order of the values, each sent to the next one
     in that order (one cycle through all of them, so no value maps to itself).
     """
@@ -247,6 +264,47 @@ def make_splits(
             for name, (n, counts) in sizes.items()}
 
 
+def swapped_values(source_program: Program, blocks: list[list[str]], s_state: dict, swap: torch.Tensor,
+                   relabel: torch.Tensor | None = None) -> tuple[dict, dict]:
+    """What an interchange writes: (values, rows), each variable -> (batch,).
+
+    values: each swapped variable's value read from the source state ``s_state`` (through
+    ``relabel`` for the wrong-label control: a count-like variable is written as
+    ``relabel[v]``, values beyond the permutation kept; a ``phase`` swapped alone is flipped,
+    while with other variables it stays the source's). rows: which rows write it (its
+    block's column of ``swap``, (batch, n_blocks) bool).
+    """
+    lone_phase = [name for names in blocks for name in names] == ["phase"]
+    values, rows = {}, {}
+    for b, names in enumerate(blocks):
+        for var in names:
+            v = source_program.read(s_state, var)
+            if relabel is not None:
+                if var != "phase":
+                    v = _apply_relabel(relabel, v)
+                elif lone_phase:
+                    v = 1 - v
+            values[var] = v
+            rows[var] = swap[:, b]
+    return values, rows
+
+
+def intervened_state(prog: Program, variable: str, pairs: CounterfactualPairs, relabel: torch.Tensor | None = None) -> dict:
+    """The program state each pair's counterfactual continues from: the target's state at
+    ``pos`` with the swapped variables written from the source's state at ``src_pos``
+    (through ``relabel`` for the wrong-label control) and ``after_intervention`` applied.
+    Every field, (N,) each. Pairs of one program on one task (not MAS pairs between tasks).
+    """
+    blocks = variable_blocks(prog, variable)
+    # a counterfactual's tokens up to pos are the target's, so its trace there is the target's
+    t_state = state_at(prog.trace(SimpleNamespace(tokens=pairs.tokens, counts=pairs.target_count)), pairs.pos)
+    s_state = state_at(prog.trace(SimpleNamespace(tokens=pairs.src_tokens, counts=pairs.source_count)), pairs.src_pos)
+    values, rows = swapped_values(prog, blocks, s_state, pairs.swap, relabel)
+    for var, v in values.items():
+        t_state = prog.write(t_state, var, v, rows[var])
+    return prog.after_intervention(t_state)
+
+
 def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tensor, src: Trials, spos: torch.Tensor,
                       swap: torch.Tensor | None = None, generator: torch.Generator | None = None,
                       relabel: torch.Tensor | None = None, source_program: Program | None = None) -> CounterfactualPairs:
@@ -269,18 +327,7 @@ def pairs_from_trials(prog: Program, variable: str, tgt: Trials, pos: torch.Tens
     swap = torch.ones(n, len(blocks), dtype=torch.bool) if swap is None else swap
     ttrace, strace = prog.trace(tgt), sprog.trace(src)
     s_state, t_state = state_at(strace, spos), state_at(ttrace, pos)
-    lone_phase = [name for names in blocks for name in names] == ["phase"]
-    values, rows = {}, {}
-    for b, names in enumerate(blocks):
-        for var in names:
-            v = sprog.read(s_state, var)
-            if relabel is not None:
-                if var != "phase":
-                    v = _apply_relabel(relabel, v)
-                elif lone_phase:
-                    v = 1 - v
-            values[var] = v
-            rows[var] = swap[:, b]
+    values, rows = swapped_values(sprog, blocks, s_state, swap, relabel)
     tokens, task_mask = counterfactual(prog, tgt, pos, values, rows, generator, trace=ttrace)
     # does the counterfactual differ from the target's own continuation?
     L = max(tokens.shape[1], tgt.tokens.shape[1])

@@ -30,11 +30,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .controls import CHANGED_CONTROLS, control_configs, fixed_controls
+from .controls import CHANGED_CONTROLS, control_configs, fixed_controls, iia_changed_main
 from .das import DASConfig, DASResult, run_das_batch
 from .paths import runs_dir
 from .stats import mean_ci
-from .training import TrainConfig, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
+from .training import TrainConfig, _check_same_recipe, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
 from .utils import check_choice
 
 #: The search at every checkpoint (the book's budget: orthogonal, 16 dims, 600 steps for a
@@ -42,7 +42,7 @@ from .utils import check_choice
 DYNAMICS_SEARCH = dict(program="up_down", variable="count", alignment="orthogonal", n_units=16, max_steps=600,
                        eval_every=50, patience=4, n_train=10_000, n_val=1_000, n_test=1_000)
 WARM_STEPS = 150
-#: Controls at each checkpoint: ``initial`` (the untrained alignment, evaluated only).
+#: Controls at each checkpoint: ``initial`` (the alignment the search started from, evaluated only).
 #: ``wrong_labels`` adds a search of its own per checkpoint (batched with the main one and
 #: warm-started along its own chain): about twice the cost.
 DYNAMICS_CONTROLS: tuple[str, ...] = ("initial",)
@@ -52,24 +52,23 @@ ACCURACY_COLUMNS = ("trial_acc_train", "trial_acc_heldout", "trial_acc_out_of_ra
 def dynamics_run_dir(cfg: TrainConfig) -> Path:
     """Where a run for learning dynamics lives.
 
-    A run with the book's own stopping rule (200 steps past the solve) is the book's run,
-    ``data/runs/<name>``, shared with the other chapters; one that trains on longer lives in
-    ``data/runs/dynamics/<name>-after<steps>``.
+    A run of the book's recipe (200 steps past the solve, the book's step cap) is the book's
+    run, ``data/runs/<name>``, shared with the other chapters; any other recipe (one that trains
+    on longer, say) lives in ``data/runs/dynamics/<name>-after<steps>``, ``<name>`` being its
+    ``run_name`` (which carries a hash of what differs from the book's recipe).
     """
-    book = TrainConfig(task=cfg.task, arch=cfg.arch, seed=cfg.seed, d_model=cfg.d_model)
-    differ = {k for k, v in asdict(cfg).items() if k != "max_steps" and getattr(book, k) != v}
-    if not differ:
+    if not cfg.changes():
         return runs_dir() / cfg.run_name()
     return runs_dir() / "dynamics" / f"{cfg.run_name()}-after{cfg.patience * cfg.eval_every}"
 
 
 def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 200,
-                    max_steps: int = 3000, **kw) -> TrainConfig:
+                    max_steps: int | None = None, **kw) -> TrainConfig:
     """A training config that goes on ``after_solve`` steps past solving the task.
 
     Training stops once trial accuracy on training counts has stayed at or above the solve
-    threshold for ``after_solve`` steps (``patience`` evaluations), or at ``max_steps``.
-    200 is the book's own rule.
+    threshold for ``after_solve`` steps (``patience`` evaluations), or at ``max_steps`` (None:
+    the book's cap, 3000 for RNNs and 1000 for Transformers). 200 is the book's own rule.
     """
     if after_solve < 0:
         raise ValueError(f"after_solve must be >= 0, got {after_solve}")
@@ -81,11 +80,15 @@ def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject",
 def train_runs(arch: str, seeds: Sequence[int], task: str = "multiobject", after_solve: int = 200,
                device: str = "auto", progress: bool = True, **kw) -> list[Path]:
     """The run folders of ``seeds`` for learning dynamics, training the missing ones (GRU and
-    LSTM seeds together as one batched network, ``batched.train_seeds``)."""
+    LSTM seeds together as one batched network, ``batched.train_seeds``). A run is taken as
+    trained only when its folder holds exactly this recipe's run, ended by its own rule; a
+    folder holding another recipe's run raises a ValueError saying what is there and what was asked."""
     from .batched import train_seeds
     cfgs = [dynamics_config(arch, s, task, after_solve, **kw) for s in seeds]
     dirs = [dynamics_run_dir(c) for c in cfgs]
-    todo = [i for i, d in enumerate(dirs) if not _finished(d)]
+    for c, d in zip(cfgs, dirs):
+        _check_same_recipe(d, c)
+    todo = [i for i, d in enumerate(dirs) if not _finished(d, cfgs[i])]
     if todo:
         train_seeds([cfgs[i].seed for i in todo], cfgs[0], run_dirs=[dirs[i] for i in todo], device=device,
                     progress=progress)
@@ -113,7 +116,9 @@ class Dynamics:
     """What ``iia_over_training`` returns.
 
     table: one row per checkpoint: ``step``, ``iia_test``, ``iia_changed_test``, the
-    controls (``initial_iia_changed_test``, ``wrong_labels_iia_changed_test``,
+    controls (``initial_iia_changed_test``: the alignment the search started from, i.e. the
+    previous checkpoint's for a warm start, on the same pairs; ``wrong_labels_iia_changed_test``
+    and ``wrong_labels_iia_changed_main``, the latter on the main search's changed pairs;
     ``control_max_changed_test``), the accuracies training measured at that step
     (``trial_acc_train``, ``trial_acc_heldout``, ``trial_acc_out_of_range``), and the
     search's ``search_steps``, ``search_seconds``, ``cached``, ``start`` (warm or cold).
@@ -175,7 +180,10 @@ def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, 
             row = {"step": step, "arch": tcfg.arch, "task": tcfg.task, "seed": tcfg.seed,
                    "iia_test": main.metrics["iia_test"], "iia_changed_test": main.metrics["iia_changed_test"],
                    "iia_val": main.metrics["iia_val"]}
-            fixed = fixed_controls(model, task, main) if {"initial", "no_swap"} & set(controls) else {}
+            # the initial control is the alignment this search started from: the previous
+            # checkpoint's for a warm start, a fresh one for a cold start
+            fixed = (fixed_controls(model, task, main, start=prev[0] if is_warm else None)
+                     if {"initial", "no_swap"} & set(controls) else {})
             for name in ("initial", "no_swap"):
                 if name in controls:
                     row[f"{name}_iia_test"] = fixed[name]["iia_test"]
@@ -183,6 +191,7 @@ def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, 
             for name, r in zip(learned, res[1:]):
                 row[f"{name}_iia_test"] = r.metrics["iia_test"]
                 row[f"{name}_iia_changed_test"] = r.metrics["iia_changed_test"]
+                row[f"{name}_iia_changed_main"] = iia_changed_main(model, task, main, r)
             scored = [row[f"{c}_iia_changed_test"] for c in CHANGED_CONTROLS if f"{c}_iia_changed_test" in row
                       and row[f"{c}_iia_changed_test"] is not None]
             row["control_max_changed_test"] = max(scored) if scored else math.nan

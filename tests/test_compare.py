@@ -30,15 +30,23 @@ def test_verdict(iia, ctl, want):
 
 
 def test_compare_cell_row_and_follows():
-    """A smoke-size cell returns every documented number; the summary picks the widest margin per network."""
+    """A smoke-size cell returns every documented number; its margin and verdict are over every control
+    that can score on changed pairs, the wrong program (Up-Down for Up-Up) included; each control is
+    also given on the cell's own changed pairs; the summary picks the widest margin per network."""
     row = compare.compare_cell("gru", "multiobject", "up_up", "demo_count", seed=0, smoke=True)
     for key in ("iia_test", "iia_changed_test", "frac_changed_test", "iia_changed_test_heldout", "no_swap_iia_test",
-                "initial_iia_changed_test", "wrong_labels_iia_changed_test", "control_max_changed_test",
-                "margin_changed_test", "verdict", "site"):
+                "initial_iia_changed_test", "wrong_labels_iia_changed_test", "wrong_program_iia_changed_test",
+                "control_max_changed_test", "control_max_changed_main", "margin_changed_test", "verdict", "site"):
         assert key in row, key
     assert row["variable"] == "demo_count" and row["site"] == "state"
-    assert row["control_max_changed_test"] == max(row["initial_iia_changed_test"], row["wrong_labels_iia_changed_test"])
+    scoring = ("initial", "wrong_labels", "wrong_program")
+    assert row["control_max_changed_test"] == max(row[f"{c}_iia_changed_test"] for c in scoring)
+    assert row["control_max_changed_main"] == max(row[f"{c}_iia_changed_main"] for c in scoring)
     assert math.isclose(row["margin_changed_test"], row["iia_changed_test"] - row["control_max_changed_test"])
+    assert row["verdict"] == compare.verdict(row["iia_changed_test"], row["control_max_changed_test"])
+    # the wrong program is Up-Down's own search: its cell finds it in the store, and scores it as a row
+    other = compare.compare_cell("gru", "multiobject", "up_down", "count", seed=0, smoke=True)
+    assert other["cached"] and other["iia_changed_test"] == row["wrong_program_iia_changed_test"]
     # a second call with the store finds the same search (searched as "count": Up-Up's number variable)
     again = compare.compare_cell("gru", "multiobject", "up_up", "demo_count", seed=0, smoke=True)
     assert again["cached"] and again["iia_changed_test"] == row["iia_changed_test"]

@@ -85,6 +85,34 @@ def test_iia_over_training_rows_cache_and_cold(run50, tmp_path):
     assert cold.table.iia_test.iloc[0] == pytest.approx(t.iia_test.iloc[0], abs=0.02)  # the same first search (batched alone)
 
 
+def test_warm_initial_control_is_the_alignment_the_search_started_from(run50, monkeypatch):
+    """The initial control of a warm-started search is the alignment it started from (the previous
+    checkpoint's), measured on this checkpoint's test pairs; a cold search's is a fresh one."""
+    from symlib.das import make_search_pairs
+    from symlib.iia import evaluate_alignment
+    from symlib.training import load_checkpoint
+    seen = []
+    orig = dynamics.fixed_controls
+
+    def spy(model, task, result, states=None, start=None):
+        seen.append(start)
+        return orig(model, task, result, states, start=start)
+
+    monkeypatch.setattr(dynamics, "fixed_controls", spy)
+    d = dynamics.iia_over_training(run50, TINY_SEARCH, warm=True, warm_steps=4, controls=("initial",), store=None,
+                                   device="cpu", progress=False)
+    steps = list(d.table.step)
+    assert len(seen) == 3 and seen[0] is None
+    test = make_search_pairs(MULTI, DASConfig(**{**dynamics.DYNAMICS_SEARCH, **TINY_SEARCH}))["test"]
+    for i in (1, 2):
+        start = d.results[steps[i - 1]].alignment
+        assert seen[i] is start
+        model, _, _ = load_checkpoint(run50 / "ckpt" / f"step_{steps[i]:06d}.pt", "cpu")
+        ev = evaluate_alignment(model, start, test, free_running=False)
+        row = d.table.iloc[i]
+        assert row.initial_iia_test == ev["iia"] and row.initial_iia_changed_test == ev["iia_changed"]
+
+
 def test_iia_over_training_bad_input(run50):
     with pytest.raises(ValueError, match=r"no checkpoint at step\(s\) \[30\].*saved steps: \[0, 25, 50\]"):
         dynamics.iia_over_training(run50, TINY_SEARCH, steps=[0, 30], progress=False)
@@ -106,8 +134,12 @@ def test_dynamics_config_and_run_folders():
     cfg = dynamics.dynamics_config("lstm", seed=2, after_solve=1000)
     assert cfg.patience == 40 and cfg.eval_every == 25 and cfg.arch == "lstm" and cfg.seed == 2
     assert dynamics.dynamics_run_dir(cfg).parts[-2:] == ("dynamics", cfg.run_name() + "-after1000")
-    book = dynamics.dynamics_config("gru", seed=1, after_solve=200, max_steps=1000)  # the book's own rule: its run
-    assert dynamics.dynamics_run_dir(book).parent.name == "runs"
+    book = dynamics.dynamics_config("gru", seed=1, after_solve=200)  # the book's recipe: its run
+    assert dynamics.dynamics_run_dir(book).parent.name == "runs" and dynamics.dynamics_run_dir(book).name == "multiobject-gru-d128-s1"
+    tf = dynamics.dynamics_config("transformer", after_solve=200)  # the book's Transformer: capped at 1000 steps
+    assert dynamics.dynamics_run_dir(tf).name == "multiobject-transformer-d128-s0"
+    capped = dynamics.dynamics_config("gru", seed=1, after_solve=200, max_steps=1000)  # another step cap: another recipe
+    assert dynamics.dynamics_run_dir(capped).parent.name == "dynamics"
     with pytest.raises(ValueError, match="after_solve"):
         dynamics.dynamics_config(after_solve=-1)
 
@@ -115,7 +147,8 @@ def test_dynamics_config_and_run_folders():
 def test_train_runs_trains_missing_seeds_together_once():
     kw = dict(d_model=16, n_eval_trials=32, max_steps=25, device="cpu", progress=False)
     dirs = dynamics.train_runs("gru", [3, 4], after_solve=50, **kw)
-    assert [d.name for d in dirs] == [f"multiobject-gru-d16-s{s}-after50" for s in (3, 4)]
+    names = [dynamics.dynamics_config("gru", s, after_solve=50, d_model=16, n_eval_trials=32, max_steps=25).run_name() for s in (3, 4)]
+    assert [d.name for d in dirs] == [f"{n}-after50" for n in names] and names[0].startswith("multiobject-gru-d16-s3-")
     assert all(checkpoint_steps(d) == [0, 25] for d in dirs)
     stamp = [(d / "latest.pt").stat().st_mtime_ns for d in dirs]
     assert dynamics.train_runs("gru", [3, 4], after_solve=50, **kw) == dirs  # found, not retrained
