@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from .counterfactuals import intervened_state, make_pairs, split_seed, variable_blocks, wrong_labels
-from .das import DASConfig, DASResult, make_search_pairs, new_alignment, run_das_batch, state_width
+from .das import DASConfig, DASResult, make_search_pairs, run_das_batch, start_alignment
 from .iia import PairStates, evaluate_alignment, frozen, site_states
 from .models import SequenceModel
 from .programs import Program, make_program
@@ -90,10 +90,8 @@ def fixed_controls(model: SequenceModel, task: Task, result: DASResult, states: 
     cfg = result.config
     site = model.check_site(cfg.site)
     states = states or {name: PairStates.compute(model, p, site) for name, p in make_search_pairs(task, cfg).items() if name.startswith("test")}
-    init = new_alignment(cfg, state_width(model, site)).to(model.device)
-    if start is not None:
-        init.load_state_dict(start.state_dict() if hasattr(start, "state_dict") else start)
-    elif cfg.alignment == "boundless":
+    init = start_alignment(model, task, cfg, init=start)  # as the search builds it (normalised when asked)
+    if start is None and cfg.alignment == "boundless":
         init.set_size(result.metrics["boundary"])  # the initial rotation at the size the search learned
     out = {"no_swap": {}, "initial": {}}
     for split, st in states.items():
