@@ -23,7 +23,7 @@ SEED = 0  # random seed for data, weights and dropout
 SMOKE = False  # tiny run for the test suite; the test suite also sets SYMLIB_SMOKE to 1
 DEVICE = "auto"  # auto (CUDA when present), cpu or cuda
 RESULTS_PATH = ""  # path for this notebook's key metrics as JSON; empty: write nothing
-MAX_STEPS = 1500  # upper bound on training steps; training stops once the task is solved
+MAX_STEPS = 3000  # upper bound on training steps (the book's; chapter 02 and later chapters reuse this run); training stops once solved
 
 # %%
 import symlib

@@ -23,7 +23,7 @@ TASK = "multiobject"  # multiobject, singleobject, sameobject, multiobject_mod4,
 ARCH = "gru"  # gru, lstm, transformer, transformer_nope
 SEED = 0  # random seed for data, weights and dropout
 D_MODEL = 128  # width of the intervened state; an LSTM state is [h; c], so its hidden size is half of it
-MAX_STEPS = 3000  # upper bound on training steps; training stops once solved (see PATIENCE)
+MAX_STEPS = -1  # upper bound on training steps; -1: the book's, 3000 for RNNs and 1000 for Transformers; training stops once solved (see PATIENCE)
 PATIENCE = 8  # evaluations in a row at 0.99 trial accuracy or more on training counts before stopping; 0 never stops early
 RESPONSE_INPUT = "original"  # original (RNNs free-running, Transformers teacher-forced), free or teacher
 UNK_P = -1.0  # void-token rate while training; -1 means the original: 0.2 for Transformers, 0 for RNNs
@@ -39,10 +39,17 @@ from symlib.plotting import plot_learning_curves, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
 # Every check on the parameters happens here, before anything is trained or written:
-# an unknown TASK or ARCH, or a width the architecture cannot take, stops the notebook now.
+# an unknown TASK or ARCH, a width the architecture cannot take, or a step cap or patience
+# out of range stops the notebook now.
+if isinstance(MAX_STEPS, bool) or not isinstance(MAX_STEPS, int) or (MAX_STEPS != -1 and MAX_STEPS < 1):
+    raise ValueError(f"MAX_STEPS={MAX_STEPS!r} is not allowed: -1 (the book's cap: 3000 for RNNs, 1000 for Transformers) "
+                     "or a whole number of steps >= 1")
+if isinstance(PATIENCE, bool) or not isinstance(PATIENCE, int) or PATIENCE < 0:
+    raise ValueError(f"PATIENCE={PATIENCE!r} is not allowed: a whole number >= 0 (evaluations in a row at >= 0.99 "
+                     "trial accuracy before training stops; 0 never stops early)")
 cfg = symlib.TrainConfig(
     task=TASK, arch=ARCH, seed=SEED, d_model=D_MODEL,
-    max_steps=24 if smoke else MAX_STEPS, patience=PATIENCE,
+    max_steps=24 if smoke else None if MAX_STEPS == -1 else MAX_STEPS, patience=PATIENCE,
     response_input=None if RESPONSE_INPUT == "original" else RESPONSE_INPUT,
     unk_p=None if UNK_P < 0 else UNK_P,
     **(dict(eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}),
@@ -50,6 +57,8 @@ cfg = symlib.TrainConfig(
 device = symlib.resolve_device(DEVICE)
 tag = f"{cfg.task}_{cfg.arch}"
 print(cfg, device, sep="\n")
+print("run folder:", symlib.runs_dir() / cfg.run_name(),
+      "(the book's recipe)" if not cfg.changes() else f"(differs from the book's recipe in {', '.join(cfg.changes())})")
 
 # %% [markdown]
 # ## 1. Train
@@ -59,8 +68,12 @@ print(cfg, device, sep="\n")
 # held-out and out-of-range counts. The original's early stopping never fired; here training
 # stops once training-count accuracy has stayed >= 0.99 for `PATIENCE` evaluations.
 #
-# The run is saved under `data/runs/`; interrupt it (Kernel > Interrupt) and run the cell
-# again to resume where it left off. A finished run is simply loaded.
+# The run is saved under `data/runs/`, in a folder named after its whole recipe: the book's
+# recipe (this notebook's defaults) in `<task>-<arch>-d<width>-s<seed>`, which the later chapters
+# load; any other setting (another `MAX_STEPS` or `PATIENCE`, say) in a folder of its own, whose
+# name ends in a short hash of what differs, so no later chapter takes it for the book's network.
+# Interrupt it (Kernel > Interrupt) and run the cell again to resume where it left off. A run
+# that has ended by its own rule (solved, or at `MAX_STEPS`) is simply loaded.
 
 # %%
 result = symlib.train(cfg, device=DEVICE)

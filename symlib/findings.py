@@ -30,7 +30,9 @@ from .utils import check_choice, parse_list
 
 #: The search budget of the book's findings (stated in the README).
 FINDINGS_SEARCH = dict(max_steps=600, n_train=10_000, n_val=1_000, n_test=1_000, n_test_heldout=500, eval_every=50)
-#: Training overrides per architecture: the Transformer is capped at 1000 steps (its best checkpoint is used).
+#: The networks' recipe per architecture, spelled out: the book's (``TrainConfig``'s defaults, as chapter 02
+#: trains them), the Transformer capped at 1000 steps (its best checkpoint is used). Each entry must equal the
+#: default, so the runs are the book's own (``data/runs/<task>-<arch>-d128-s<seed>``; tests/test_run_identity.py).
 FINDINGS_TRAIN = {"transformer": {"max_steps": 1000}, "transformer_nope": {"max_steps": 1000}}
 MEASURES = ("das",) + CONTROL_NAMES
 VALUE_COLUMNS = ("iia_test", "iia_changed_test", "iia_test_heldout", "iia_changed_test_heldout")

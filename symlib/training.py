@@ -1,7 +1,9 @@
 """Train a network on a counting task: the original recipe, an explicit stopping rule,
 dense-then-sparse checkpoints, resumable runs.
 
-A run lives in one folder (``data/runs/<name>/``)::
+A run lives in one folder (``data/runs/<name>/``), named after its whole recipe
+(``TrainConfig.run_name``: ``<task>-<arch>-d<width>-s<seed>`` for the book's recipe, with a
+short hash of the fields that differ from it appended otherwise)::
 
     config.json        the TrainConfig that made it
     metrics.json       one record per evaluation
@@ -14,7 +16,9 @@ Checkpoints hold only tensors and plain values and are loaded with
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -49,9 +53,58 @@ def is_checkpoint_step(step: int) -> bool:
     return step % 1000 == 0
 
 
+#: What each number of a ``TrainConfig`` may be, checked before anything is trained or written.
+_INT_RULES = {  # name -> (smallest allowed, what the number is)
+    "d_model": (1, "the width of the network's state"),
+    "batch_size": (1, "trials per training step"),
+    "n_train_trials": (1, "trials in the fixed training set"),
+    "warmup_steps": (1, "steps of linear warm-up; the decay lr*(warmup/step)^0.25 is 0 without one"),
+    "max_steps": (1, "the step cap; None: the book's, 3000 for RNNs and 1000 for Transformers"),
+    "eval_every": (1, "steps between evaluations"),
+    "n_eval_trials": (1, "trials per evaluation set"),
+    "patience": (0, "evaluations in a row at solve_threshold or above before training stops; 0: never stop early"),
+}
+_FLOAT_RULES = {  # name -> (low, low allowed, high or None, high allowed, what the number is)
+    "dropout": (0.0, True, 1.0, False, "the dropout rate"),
+    "unk_p": (0.0, True, 1.0, False, "the void-token rate; None: the original's, 0.2 for Transformers and 0 for RNNs"),
+    "lr": (0.0, False, None, False, "Adam's peak learning rate"),
+    "solve_threshold": (0.0, False, 1.0, True, "the trial accuracy on training counts that counts as solved"),
+}
+#: The fields a run's name spells out; every other field enters it as a hash when it differs from the book's.
+_NAMED_FIELDS = ("task", "arch", "d_model", "seed")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value) -> int:
+    """``value`` as an int, or a ValueError naming the field, the value and what is allowed."""
+    low, what = _INT_RULES[name]
+    if not _is_number(value) or value != int(value) or value < low:
+        raise ValueError(f"{name}={value!r} is not allowed: it must be a whole number >= {low} ({what})")
+    return int(value)
+
+
+def _check_float(name: str, value) -> float:
+    """``value`` as a float, or a ValueError naming the field, the value and what is allowed."""
+    low, low_in, high, high_in, what = _FLOAT_RULES[name]
+    ok = _is_number(value) and (value >= low if low_in else value > low)
+    if high is not None:
+        span = f"in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        ok = ok and (value <= high if high_in else value < high)
+    else:
+        span = f"{'>=' if low_in else '>'} {low:g}"
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not allowed: it must be a number {span} ({what})")
+    return float(value)
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (the original recipe's defaults; README, "The science in brief")."""
+    """Everything that defines a training run: the book's recipe by default (the original's, README
+    "The science in brief", with the Transformer capped at 1000 steps). Every field is part of a
+    run's identity (``run_name``)."""
 
     task: str = "multiobject"
     arch: str = "gru"
@@ -64,7 +117,7 @@ class TrainConfig:
     batch_size: int = 128
     n_train_trials: int = 1000  # one fixed training set, reshuffled each epoch
     warmup_steps: int = 100
-    max_steps: int = 3000
+    max_steps: Optional[int] = None  # None: the book's cap, 3000 for RNNs and 1000 for Transformers
     eval_every: int = 25
     n_eval_trials: int = 500
     solve_threshold: float = 0.99
@@ -78,12 +131,16 @@ class TrainConfig:
             self.unk_p = 0.2 if is_tf else 0.0
         if self.response_input is None:
             self.response_input = "teacher" if is_tf else "free"
+        if self.max_steps is None:
+            self.max_steps = 1000 if is_tf else 3000
         check_choice("response_input", self.response_input, RESPONSE_INPUTS)
-        for name in ("batch_size", "n_train_trials", "max_steps", "eval_every", "n_eval_trials"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not _is_number(self.seed) or self.seed != int(self.seed):
+            raise ValueError(f"seed={self.seed!r} is not allowed: it must be a whole number")
+        self.seed = int(self.seed)
+        for name in _INT_RULES:  # whole numbers kept as int and floats as float: one recipe, one name
+            setattr(self, name, _check_int(name, getattr(self, name)))
+        for name in _FLOAT_RULES:
+            setattr(self, name, _check_float(name, getattr(self, name)))
         self.model_config()  # raises if the width does not fit the architecture
         make_task(self.task, self.unk_p)
 
@@ -93,8 +150,20 @@ class TrainConfig:
     def make_task(self) -> Task:
         return make_task(self.task, self.unk_p)
 
+    def changes(self) -> dict:
+        """The fields that differ from the book's recipe for this task, architecture, width and seed."""
+        book = asdict(TrainConfig(**{k: getattr(self, k) for k in _NAMED_FIELDS}))
+        return {k: v for k, v in asdict(self).items() if k not in _NAMED_FIELDS and v != book[k]}
+
     def run_name(self) -> str:
-        return f"{self.task}-{self.arch}-d{self.d_model}-s{self.seed}"
+        """``<task>-<arch>-d<width>-s<seed>`` for the book's recipe; any other recipe appends a short
+        hash of the fields that differ (``changes``), so two recipes never share a run folder."""
+        name = f"{self.task}-{self.arch}-d{self.d_model}-s{self.seed}"
+        changes = self.changes()
+        if not changes:
+            return name
+        digest = hashlib.sha1(json.dumps(changes, sort_keys=True).encode()).hexdigest()[:8]
+        return f"{name}-{digest}"
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -211,22 +280,106 @@ def _summarise(history: list, cfg: TrainConfig) -> dict:
     }
 
 
-def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> bool:
-    """Make ``run_dir`` ready; return True when there is a run to resume."""
+#: Significant digits of the floats in ``metrics.json`` (``config.json`` and ``latest.pt`` are exact).
+_METRICS_DIGITS = 6
+
+
+def _solved_reason(cfg: TrainConfig) -> str:
+    return f"solved: trial accuracy on training counts >= {cfg.solve_threshold} for {cfg.patience} evaluations"
+
+
+def _max_steps_reason(cfg: TrainConfig) -> str:
+    return f"max_steps={cfg.max_steps} reached"
+
+
+def _solved_by_rule(history: list, cfg: TrainConfig, digits: int | None = None) -> bool:
+    """Whether ``history`` ends the way ``cfg``'s solve rule stops a run: a record saying it stopped
+    solved, within ``max_steps``, its last ``patience`` evaluations (``patience`` >= 1; the step-0
+    record does not count) all at ``solve_threshold`` or above. ``digits``: the history's floats
+    are rounded to that many significant digits (``metrics.json``)."""
+    if not history or not str(history[-1].get("stopped_because") or "").startswith("solved"):
+        return False
+    evals = history[1:]
+    thr = cfg.solve_threshold if digits is None else float(f"{cfg.solve_threshold:.{digits}g}")
+    return (cfg.patience >= 1 and history[-1]["step"] <= cfg.max_steps and len(evals) >= cfg.patience
+            and all(r["trial_acc_train"] >= thr for r in evals[-cfg.patience:]))
+
+
+def _ended_by_rule(history: list, cfg: TrainConfig, digits: int | None = None) -> bool:
+    """Whether ``history`` ends by ``cfg``'s own rule: solved (``_solved_by_rule``) or stopped at
+    exactly its ``max_steps``. A run interrupted, or stopped under another patience or step cap
+    than ``cfg``'s (a "solved" after fewer evaluations, a "max_steps reached" at another step), does not."""
+    if _solved_by_rule(history, cfg, digits):
+        return True
+    return (bool(history) and str(history[-1].get("stopped_because") or "").startswith("max_steps")
+            and history[-1]["step"] == cfg.max_steps)
+
+
+def _recipe_differences(there: dict, cfg: TrainConfig, ignore: tuple = ()) -> dict[str, tuple]:
+    """field -> (value in the saved config ``there``, value in ``cfg``), for every field that differs."""
+    return {k: (there.get(k), v) for k, v in asdict(cfg).items() if k not in ignore and there.get(k) != v}
+
+
+def _other_recipe(path: Path, there: dict, differ: dict) -> str:
+    """What a run folder holding another recipe's run holds, against what was asked, and where that
+    run belongs: the start of the message that refuses it."""
+    pairs = "; ".join(f"{k}={a!r} there, {k}={b!r} asked" for k, (a, b) in sorted(differ.items()))
+    try:
+        home = TrainConfig.from_dict(there).run_name()
+    except (ValueError, TypeError):
+        return f"{path} holds a run of another recipe ({pairs}), one this version does not accept"
+    where = f", whose own folder is {path.parent / home}" if home != path.name else ""
+    return f"{path} holds a run of another recipe ({pairs}){where}"
+
+
+def _check_same_recipe(path: Path, cfg: TrainConfig) -> None:
+    """Raise a ValueError when the run folder ``path`` holds a run of another recipe than ``cfg``
+    (every field compared), so it is never taken for ``cfg``'s run."""
+    cfg_path = path / "config.json"
+    if not cfg_path.exists():
+        return
+    there = json.loads(cfg_path.read_text())
+    differ = _recipe_differences(there, cfg)
+    if differ:
+        raise ValueError(f"{_other_recipe(path, there, differ)}. A run folder answers only for the recipe that trained "
+                         "it: move that run (to its own folder) or delete it, then ask again, and the recipe asked for "
+                         "trains there")
+
+
+def _config_from(where, d: dict) -> TrainConfig:
+    """``TrainConfig.from_dict(d)``; a config this version refuses (a negative patience, say) names ``where``."""
+    try:
+        return TrainConfig.from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"{where} holds a run whose config is not allowed ({e}); delete it and train it again") from None
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> dict | None:
+    """Make ``run_dir`` ready; return the saved state (``latest.pt``) when there is a run to resume.
+
+    A saved run of another recipe is refused, except a smaller ``max_steps``: a run that ran out
+    of steps goes on when ``max_steps`` grew (the same run, the first steps being those of the
+    shorter one). One trained past the new ``max_steps`` is refused: it cannot be cut back."""
     cfg_path = run_dir / "config.json"
     if run_dir.exists() and overwrite:
         shutil.rmtree(run_dir)
+    state = None
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        new = asdict(cfg)
-        differ = {k for k in new if k != "max_steps" and old.get(k) != new[k]}
+        differ = _recipe_differences(old, cfg, ignore=("max_steps",))
         if differ:
-            raise ValueError(
-                f"{run_dir} holds a run with a different config ({', '.join(sorted(differ))} differ); "
-                "choose another run_dir or pass overwrite=True")
+            raise ValueError(f"{_other_recipe(run_dir, old, differ)}: choose another run_dir, move or delete that run, "
+                             "or pass overwrite=True")
+        if (run_dir / "latest.pt").exists():
+            state = torch.load(run_dir / "latest.pt", weights_only=True, map_location="cpu")
+            if state["step"] > cfg.max_steps:
+                raise ValueError(
+                    f"{run_dir} holds a run trained to step {state['step']}, past max_steps={cfg.max_steps} asked now "
+                    f"(max_steps={old.get('max_steps')!r} there): a run cannot be cut back; choose another run_dir, "
+                    "move or delete that run, or pass overwrite=True")
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg_path, asdict(cfg), digits=None)  # exact: a resumed run is compared with it
-    return (run_dir / "latest.pt").exists()
+    return state
 
 
 class _Run:
@@ -243,9 +396,9 @@ class _Run:
         self.step, self.perm, self.cursor, self.secs, self.streak = 0, torch.randperm(cfg.n_train_trials, generator=g), 0, 0.0, 0
         self.opt_state: dict | None = None  # from latest.pt when resuming
         self.torch_rng: torch.Tensor | None = None
-        self.resuming = run_dir is not None and _prepare_run_dir(run_dir, cfg, overwrite)
+        st = _prepare_run_dir(run_dir, cfg, overwrite) if run_dir is not None else None
+        self.resuming = st is not None
         if self.resuming:
-            st = torch.load(run_dir / "latest.pt", weights_only=True, map_location="cpu")
             model.load_state_dict(st["state_dict"])
             self.opt_state, self.torch_rng = st["optimizer"], st["torch_rng"]
             g.set_state(st["data_rng"])
@@ -254,8 +407,8 @@ class _Run:
 
     @property
     def done(self) -> bool:
-        """Solved and stopped (a run that only ran out of steps goes on if max_steps grew)."""
-        return bool(self.history and str(self.history[-1].get("stopped_because", "")).startswith("solved"))
+        """Solved and stopped by this config's rule (a run that only ran out of steps goes on if max_steps grew)."""
+        return _solved_by_rule(self.history, self.cfg)
 
     def next_batch(self, dev) -> Trials:
         cfg = self.cfg
@@ -279,7 +432,7 @@ class _Run:
             **self._header(), "state_dict": self.model.state_dict(), "optimizer": opt_state, "torch_rng": torch_rng,
             "data_rng": self.g.get_state(), "step": self.step, "perm": self.perm, "cursor": self.cursor,
             "seconds": self.secs, "streak": self.streak, "history": json.dumps(self.history)}, self.run_dir / "latest.pt")
-        atomic_write_json(self.run_dir / "metrics.json", self.history)
+        atomic_write_json(self.run_dir / "metrics.json", self.history, digits=_METRICS_DIGITS)
 
     def save_checkpoint(self) -> None:
         if self.run_dir is None:
@@ -307,9 +460,9 @@ class _Run:
         if step > 0 or self.history:
             self.streak = self.streak + 1 if rec["trial_acc_train"] >= cfg.solve_threshold else 0
             if cfg.patience and self.streak >= cfg.patience:
-                rec["stopped_because"] = f"solved: trial accuracy on training counts >= {cfg.solve_threshold} for {cfg.patience} evaluations"
+                rec["stopped_because"] = _solved_reason(cfg)
             elif step >= cfg.max_steps:
-                rec["stopped_because"] = f"max_steps={cfg.max_steps} reached"
+                rec["stopped_because"] = _max_steps_reason(cfg)
         self.save_best(rec)
         self.history.append(rec)
         return rec
@@ -351,7 +504,8 @@ def train(
 ) -> RunResult:
     """Train a network as ``cfg`` says (keywords override fields); resume if ``run_dir`` holds a run.
 
-    run_dir: "auto" -> ``data/runs/<task>-<arch>-d<width>-s<seed>``; None -> keep nothing on disk.
+    run_dir: "auto" -> ``data/runs/<cfg.run_name()>`` (``<task>-<arch>-d<width>-s<seed>`` for the book's
+    recipe, a hash of the fields that differ appended for any other); None -> keep nothing on disk.
     The config is checked before anything is written, so a bad task or width leaves no trace.
 
     model: train this network instead of building ``cfg.arch`` (your own module wrapped with
@@ -431,7 +585,7 @@ def load_checkpoint(path: str | Path, device: str = "auto") -> tuple[SequenceMod
     if "own_model" in st:
         raise ValueError(f"{path} holds the weights of a {st['own_model']} you built yourself: build it again and "
                          "load them with model.load_state_dict(torch.load(path)['state_dict'])")
-    cfg = TrainConfig.from_dict(json.loads(st["config"]))
+    cfg = _config_from(path, json.loads(st["config"]))
     model = build_model(ModelConfig(**json.loads(st["model_config"])))
     model.load_state_dict(st["state_dict"])
     model.task_name = cfg.task
@@ -485,12 +639,25 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _finished(path: Path) -> bool:
-    m = path / "metrics.json"
-    if not (path / "latest.pt").exists() or not m.exists():
+def _finished(path: Path, cfg: TrainConfig | None = None) -> bool:
+    """Whether the folder ``path`` holds a run that ended by its own rule (``_ended_by_rule``: solved,
+    or at exactly its ``max_steps``) and, with ``cfg``, was trained by exactly that recipe.
+
+    An interrupted run is not finished, nor one whose last record stopped it for a reason its
+    config does not give (another patience or step cap: a config rewritten for a longer run,
+    say), nor one whose config this version refuses (a negative patience).
+    """
+    m, c = path / "metrics.json", path / "config.json"
+    if not (path / "latest.pt").exists() or not m.exists() or not c.exists():
         return False
-    hist = json.loads(m.read_text())
-    return bool(hist) and bool(hist[-1].get("stopped_because"))
+    there = json.loads(c.read_text())
+    if cfg is not None and _recipe_differences(there, cfg):
+        return False
+    try:
+        own = TrainConfig.from_dict(there)
+    except (ValueError, TypeError):
+        return False
+    return _ended_by_rule(json.loads(m.read_text()), own, _METRICS_DIGITS)
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
@@ -501,7 +668,7 @@ def run_config(run_dir: str | Path) -> TrainConfig:
         why = "does not exist" if not path.exists() else "holds no saved run (no config.json)"
         raise FileNotFoundError(f"run_dir={str(run_dir)!r} {why}; give a folder written by train() "
                                 "(notebook 02, under data/runs/) or leave it empty to train one")
-    return TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    return _config_from(path, json.loads((path / "config.json").read_text()))
 
 
 def _a(word: str) -> str:
@@ -510,14 +677,21 @@ def _a(word: str) -> str:
 
 def load_or_train(task: str | None = None, arch: str | None = None, seed: int = 0, run_dir: str | Path = "",
                   device: str = "auto", progress: bool = True, **train_kw) -> RunResult:
-    """Load the best checkpoint of a saved run, training (or finishing) it first if needed.
+    """Load the best checkpoint of the run of a recipe, training (or finishing) it first if needed.
+
+    Empty run_dir: the run of ``TrainConfig(task, arch, seed, **train_kw)`` (``task`` None means
+    multiobject, ``arch`` None gru), in ``data/runs/<TrainConfig.run_name()>``: the book's recipe
+    in ``<task>-<arch>-d<width>-s<seed>`` (what notebook 02 trains), any other recipe in a folder
+    of its own (the name ends in a hash of what differs), so asking for one recipe never returns
+    a network another recipe trained. A folder that holds a run of another recipe anyway (written
+    by an older version, or extended by hand) raises a ValueError saying what is there and what
+    was asked. A run is finished only once it ended by its own rule (solved, or at its
+    ``max_steps``); an interrupted one is resumed.
 
     run_dir: a run saved by ``train`` (notebook 02). Its own config decides the task,
-    architecture and everything else (it is resumed with that config if unfinished, and
-    ``seed`` and ``train_kw`` are not used); ``task`` or ``arch``, when given, must match it,
-    else a ValueError says what the run holds.
-    Empty: ``data/runs/<task>-<arch>-d<width>-s<seed>``, trained with ``TrainConfig(task, arch,
-    seed, **train_kw)`` when missing; ``task`` None means multiobject, ``arch`` None gru.
+    architecture and everything else (it is resumed with that config if unfinished; ``seed`` is
+    not used); ``task``, ``arch`` and any ``train_kw``, when given, must match it, else a
+    ValueError says what the run holds.
     """
     if task is not None:
         check_choice("task", task, TASK_NAMES)
@@ -532,11 +706,28 @@ def load_or_train(task: str | None = None, arch: str | None = None, seed: int = 
             raise ValueError(
                 f"RUN_DIR ({path}) holds {_a(cfg.arch)} trained on {cfg.task}, but {' and '.join(wrong)} was asked for; "
                 f"set TASK/ARCH to match (task={cfg.task!r}, arch={cfg.arch!r}) or leave RUN_DIR empty")
+        if train_kw:
+            differ = _recipe_differences(asdict(cfg), TrainConfig(**{**asdict(cfg), **train_kw}))
+            if differ:
+                pairs = "; ".join(f"{k}={a!r} there, {k}={b!r} asked" for k, (a, b) in sorted(differ.items()))
+                raise ValueError(f"RUN_DIR ({path}) holds a run of another recipe ({pairs}); "
+                                 "ask for its recipe or leave RUN_DIR empty")
     else:
         cfg = TrainConfig(task=task or "multiobject", arch=arch or "gru", seed=seed, **train_kw)
         path = runs_dir() / cfg.run_name()
-    if not _finished(path):
+        _check_same_recipe(path, cfg)
+    if not _finished(path, cfg):
         with run_lock(path):  # another process (a sweep's worker) may be training this run right now
-            if not _finished(path):  # it finished while we waited: just load it
+            if not _finished(path, cfg):  # it finished while we waited: just load it
+                _check_same_recipe(path, cfg)
                 train(cfg, run_dir=path, device=device, progress=progress)
+            if not _finished(path, cfg):
+                raise RuntimeError(f"training {path} returned without the run ending by its rule "
+                                   f"(solved, or max_steps={cfg.max_steps}); its last record: {_last_record(path)}")
     return load_run(path, step="best" if (path / "best.pt").exists() else None, device=device)
+
+
+def _last_record(path: Path) -> dict | None:
+    m = path / "metrics.json"
+    hist = json.loads(m.read_text()) if m.exists() else []
+    return hist[-1] if hist else None

@@ -336,17 +336,20 @@ def test_dask_malloc_trim_is_undone_in_cells_but_a_chosen_value_kept(monkeypatch
 
 LOCK_SCRIPT = r"""
 import json, os, sys, time
+from dataclasses import asdict
 from pathlib import Path
 import symlib.training as tr
 
 here, me = Path(sys.argv[1]), sys.argv[2]
 
-def fake_train(cfg, run_dir, **kw):
+def fake_train(cfg, run_dir, **kw):  # a run that ends by its own rule: at its max_steps
     t0 = time.time()
     time.sleep(1.0)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg)))
     (run_dir / "latest.pt").write_text("x")
-    (run_dir / "metrics.json").write_text(json.dumps([{"stopped_because": "solved"}]))
+    (run_dir / "metrics.json").write_text(json.dumps([
+        {"step": 0}, {"step": cfg.max_steps, "stopped_because": f"max_steps={cfg.max_steps} reached"}]))
     with open(here / "trained.log", "a") as f:
         f.write(f"{me} {t0} {time.time()}\n")
 

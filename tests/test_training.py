@@ -370,10 +370,13 @@ def test_load_or_train_checks_names_and_run_dir(tmp_path):
 
 
 def test_load_or_train_without_run_dir_defaults_to_multiobject_gru(tmp_path, monkeypatch):
-    """Without run_dir, task None means multiobject and arch None gru; the run is trained under runs_dir()."""
+    """Without run_dir, task None means multiobject and arch None gru; the run is trained under runs_dir(),
+    in its recipe's folder (a tiny recipe: the plain name and a hash of what differs from the book's)."""
     monkeypatch.setattr(symlib.training, "runs_dir", lambda: tmp_path)
-    kw = dict(d_model=16, max_steps=2, eval_every=2, n_eval_trials=8, device="cpu", progress=False)
+    recipe = dict(d_model=16, max_steps=2, eval_every=2, n_eval_trials=8)
+    kw = dict(recipe, device="cpu", progress=False)
     got = symlib.load_or_train(**kw)
-    assert got.run_dir == tmp_path / "multiobject-gru-d16-s0" and got.model.task_name == "multiobject"
+    assert got.run_dir == tmp_path / TrainConfig(**recipe).run_name() and got.model.task_name == "multiobject"
+    assert got.run_dir.name.startswith("multiobject-gru-d16-s0-")
     got = symlib.load_or_train(task="singleobject", seed=1, **kw)
-    assert got.run_dir == tmp_path / "singleobject-gru-d16-s1" and got.config.task == "singleobject"
+    assert got.run_dir.name.startswith("singleobject-gru-d16-s1-") and got.config.task == "singleobject"
