@@ -34,7 +34,7 @@ from .controls import CHANGED_CONTROLS, control_configs, fixed_controls, iia_cha
 from .das import DASConfig, DASResult, run_das_batch
 from .paths import runs_dir
 from .stats import mean_ci
-from .training import TrainConfig, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
+from .training import TrainConfig, _check_same_recipe, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
 from .utils import check_choice
 
 #: The search at every checkpoint (the book's budget: orthogonal, 16 dims, 600 steps for a
@@ -52,24 +52,23 @@ ACCURACY_COLUMNS = ("trial_acc_train", "trial_acc_heldout", "trial_acc_out_of_ra
 def dynamics_run_dir(cfg: TrainConfig) -> Path:
     """Where a run for learning dynamics lives.
 
-    A run with the book's own stopping rule (200 steps past the solve) is the book's run,
-    ``data/runs/<name>``, shared with the other chapters; one that trains on longer lives in
-    ``data/runs/dynamics/<name>-after<steps>``.
+    A run of the book's recipe (200 steps past the solve, the book's step cap) is the book's
+    run, ``data/runs/<name>``, shared with the other chapters; any other recipe (one that trains
+    on longer, say) lives in ``data/runs/dynamics/<name>-after<steps>``, ``<name>`` being its
+    ``run_name`` (which carries a hash of what differs from the book's recipe).
     """
-    book = TrainConfig(task=cfg.task, arch=cfg.arch, seed=cfg.seed, d_model=cfg.d_model)
-    differ = {k for k, v in asdict(cfg).items() if k != "max_steps" and getattr(book, k) != v}
-    if not differ:
+    if not cfg.changes():
         return runs_dir() / cfg.run_name()
     return runs_dir() / "dynamics" / f"{cfg.run_name()}-after{cfg.patience * cfg.eval_every}"
 
 
 def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject", after_solve: int = 200,
-                    max_steps: int = 3000, **kw) -> TrainConfig:
+                    max_steps: int | None = None, **kw) -> TrainConfig:
     """A training config that goes on ``after_solve`` steps past solving the task.
 
     Training stops once trial accuracy on training counts has stayed at or above the solve
-    threshold for ``after_solve`` steps (``patience`` evaluations), or at ``max_steps``.
-    200 is the book's own rule.
+    threshold for ``after_solve`` steps (``patience`` evaluations), or at ``max_steps`` (None:
+    the book's cap, 3000 for RNNs and 1000 for Transformers). 200 is the book's own rule.
     """
     if after_solve < 0:
         raise ValueError(f"after_solve must be >= 0, got {after_solve}")
@@ -81,11 +80,15 @@ def dynamics_config(arch: str = "gru", seed: int = 0, task: str = "multiobject",
 def train_runs(arch: str, seeds: Sequence[int], task: str = "multiobject", after_solve: int = 200,
                device: str = "auto", progress: bool = True, **kw) -> list[Path]:
     """The run folders of ``seeds`` for learning dynamics, training the missing ones (GRU and
-    LSTM seeds together as one batched network, ``batched.train_seeds``)."""
+    LSTM seeds together as one batched network, ``batched.train_seeds``). A run is taken as
+    trained only when its folder holds exactly this recipe's run, ended by its own rule; a
+    folder holding another recipe's run raises a ValueError saying what is there and what was asked."""
     from .batched import train_seeds
     cfgs = [dynamics_config(arch, s, task, after_solve, **kw) for s in seeds]
     dirs = [dynamics_run_dir(c) for c in cfgs]
-    todo = [i for i, d in enumerate(dirs) if not _finished(d)]
+    for c, d in zip(cfgs, dirs):
+        _check_same_recipe(d, c)
+    todo = [i for i, d in enumerate(dirs) if not _finished(d, cfgs[i])]
     if todo:
         train_seeds([cfgs[i].seed for i in todo], cfgs[0], run_dirs=[dirs[i] for i in todo], device=device,
                     progress=progress)

@@ -134,8 +134,12 @@ def test_dynamics_config_and_run_folders():
     cfg = dynamics.dynamics_config("lstm", seed=2, after_solve=1000)
     assert cfg.patience == 40 and cfg.eval_every == 25 and cfg.arch == "lstm" and cfg.seed == 2
     assert dynamics.dynamics_run_dir(cfg).parts[-2:] == ("dynamics", cfg.run_name() + "-after1000")
-    book = dynamics.dynamics_config("gru", seed=1, after_solve=200, max_steps=1000)  # the book's own rule: its run
-    assert dynamics.dynamics_run_dir(book).parent.name == "runs"
+    book = dynamics.dynamics_config("gru", seed=1, after_solve=200)  # the book's recipe: its run
+    assert dynamics.dynamics_run_dir(book).parent.name == "runs" and dynamics.dynamics_run_dir(book).name == "multiobject-gru-d128-s1"
+    tf = dynamics.dynamics_config("transformer", after_solve=200)  # the book's Transformer: capped at 1000 steps
+    assert dynamics.dynamics_run_dir(tf).name == "multiobject-transformer-d128-s0"
+    capped = dynamics.dynamics_config("gru", seed=1, after_solve=200, max_steps=1000)  # another step cap: another recipe
+    assert dynamics.dynamics_run_dir(capped).parent.name == "dynamics"
     with pytest.raises(ValueError, match="after_solve"):
         dynamics.dynamics_config(after_solve=-1)
 
@@ -143,7 +147,8 @@ def test_dynamics_config_and_run_folders():
 def test_train_runs_trains_missing_seeds_together_once():
     kw = dict(d_model=16, n_eval_trials=32, max_steps=25, device="cpu", progress=False)
     dirs = dynamics.train_runs("gru", [3, 4], after_solve=50, **kw)
-    assert [d.name for d in dirs] == [f"multiobject-gru-d16-s{s}-after50" for s in (3, 4)]
+    names = [dynamics.dynamics_config("gru", s, after_solve=50, d_model=16, n_eval_trials=32, max_steps=25).run_name() for s in (3, 4)]
+    assert [d.name for d in dirs] == [f"{n}-after50" for n in names] and names[0].startswith("multiobject-gru-d16-s3-")
     assert all(checkpoint_steps(d) == [0, 25] for d in dirs)
     stamp = [(d / "latest.pt").stat().st_mtime_ns for d in dirs]
     assert dynamics.train_runs("gru", [3, 4], after_solve=50, **kw) == dirs  # found, not retrained

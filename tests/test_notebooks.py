@@ -62,7 +62,7 @@ def test_train_notebook_with_other_parameters(tmp_path):
     assert m["arch"] == "lstm" and m["task"] == "singleobject" and m["d_model"] == 32
     assert 0.0 <= m["trial_acc_train"] <= 1.0 and m["steps"] > 0
     run_dir = Path(m["run_dir"])
-    assert run_dir.name == "singleobject-lstm-d32-s3" and (run_dir / "latest.pt").exists()
+    assert run_dir.name.startswith("singleobject-lstm-d32-s3-") and (run_dir / "latest.pt").exists()  # smoke sizes: not the book's recipe
     assert Path(os.environ["SYMLIB_DATA"]) in run_dir.parents  # tests never write into the reader's data/
 
 
@@ -73,6 +73,18 @@ def test_bad_architecture_fails_fast_and_writes_nothing(tmp_path):
     with pytest.raises(papermill.PapermillExecutionError) as err:
         _run("02_train_models.ipynb", tmp_path, ARCH="rnn", SMOKE=True)
     assert "valid choices" in str(err.value) and "transformer" in str(err.value)
+    after = set(runs.iterdir()) if runs.exists() else set()
+    assert after == before
+
+
+def test_negative_patience_fails_fast_and_writes_nothing(tmp_path):
+    """PATIENCE=-2 (which once saved an untrained GRU as the book's) stops 02 at once, naming the
+    parameter as typed, its value and what is allowed; no run is left behind."""
+    runs = Path(os.environ["SYMLIB_DATA"]) / "runs"
+    before = set(runs.iterdir()) if runs.exists() else set()
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        _run("02_train_models.ipynb", tmp_path, PATIENCE=-2, SMOKE=True)
+    assert "PATIENCE=-2 is not allowed" in str(err.value) and ">= 0" in str(err.value)
     after = set(runs.iterdir()) if runs.exists() else set()
     assert after == before
 
