@@ -25,8 +25,8 @@
 NETWORKS = "gru:0,gru:1,gru:2,lstm:0,transformer:0"  # comma-separated arch:seed items, MultiObject networks
 N_UNITS = 16  # dims of each network's aligned count subspace
 UNITS = "1,2,4,8,16"  # subspace sizes for cross-network IIA against size
-MAX_STEPS = 400  # steps of the joint search over all networks
-SWEEP_STEPS = 200  # steps of each two-network search in the size sweep, the stitching and the CL experiment
+MAX_STEPS = 400  # cap on the steps of the joint searches over all networks (each stops earlier once converged)
+SWEEP_STEPS = 200  # steps of each two-network search in the size sweep, the stitching and the CL experiment (a fixed budget)
 CROSS_TASK = "singleobject"  # a GRU trained on this task is aligned with the first GRU ("" skips it)
 SEED = 0  # seed of the counterfactual pairs and the alignments
 USE_STORE = True  # reuse searches cached in data/das_store
@@ -72,8 +72,9 @@ size = dict(n_train=256, n_val=64, n_test=64, eval_every=5) if smoke else dict(n
 n_units = 4 if smoke else N_UNITS
 units = [u for u in units if u <= 8] if smoke else units
 max_steps, sweep_steps = (10, 10) if smoke else (MAX_STEPS, SWEEP_STEPS)
-base = mas.MASConfig(n_units=n_units, max_steps=max_steps, seed=SEED, patience=4, **size)
-print(f"{len(specs)} networks; joint search {n_units} dims, {max_steps} steps; size sweep {units}, {sweep_steps} steps each")
+# the joint searches stop once converged (best validation changed-pair IIA gains < 0.005 over 1000 steps) or at the cap
+base = mas.MASConfig(n_units=n_units, max_steps=max_steps, seed=SEED, **size)
+print(f"{len(specs)} networks; joint search {n_units} dims, at most {max_steps} steps; size sweep {units}, {sweep_steps} steps each")
 
 # %% [markdown]
 # ## 1. The networks
@@ -109,12 +110,35 @@ print(f"joint search: {res.metrics['steps']} steps, {res.metrics['stopped_becaus
 res.table.round(3)
 
 # %% [markdown]
+# ### The same search on z-scored states
+# A rotation keeps lengths and has no offset, so it can only carry a count between two
+# networks that keep it at the same scale around the same centre. The networks here do not:
+# an LSTM's state holds its cell state, whose coordinates grow far beyond a GRU's, and each
+# network's states have their own mean. With `normalise=True` each network's states are
+# z-scored (the mean and standard deviation of each coordinate over the network's natural
+# states, kept with its alignment) before its rotation, and the z-scoring is undone after the
+# interchange: a count read from one network is written into another *in that network's own
+# units*. Within one network this changes only the geometry the rotation works in.
+
+# %%
+res_norm = mas.run_mas(nets, base, progress=True, store=USE_STORE, normalise=True)
+M_norm = res_norm.matrix("iia_changed_test")
+print(f"normalised joint search: {res_norm.metrics['steps']} steps, {res_norm.metrics['stopped_because']}")
+norm_tbl = res.table[["source", "target", "iia_changed_test"]].rename(columns={"iia_changed_test": "raw states"})
+norm_tbl["z-scored states"] = [M_norm[names.index(s), names.index(t)] for s, t in zip(norm_tbl.source, norm_tbl.target)]
+norm_tbl["control (z-scored, untrained)"] = [res_norm.matrix("initial_iia_changed_test")[names.index(s), names.index(t)]
+                                             for s, t in zip(norm_tbl.source, norm_tbl.target)]
+assert M_norm.shape == M.shape
+norm_tbl.round(3)
+
+# %% [markdown]
 # The diagonal of a joint search is not quite DAS: each network's one rotation must serve
 # every direction at once. For reference, each network's rotation searched for itself
 # alone (only *s* = *t*, on the same pairs, `SWEEP_STEPS` steps):
 
 # %%
-sweep_cfg = mas.MASConfig(**{**vars(base), "max_steps": sweep_steps, "patience": 0, "target_iia": 2.0})
+# a fixed budget (an illustration, not a converged finding): no early stop of any kind
+sweep_cfg = mas.MASConfig(**{**vars(base), "max_steps": sweep_steps, "patience": 0, "plateau_steps": 0, "target_iia": 2.0})
 alone = mas.run_mas(nets, sweep_cfg, progress=True, store=USE_STORE, directions="self", evaluate_all=False)
 alone_diag = {r.source: r.iia_changed_test for r in alone.table.itertuples()}
 pd.DataFrame({"network": names, "joint search": np.diag(M), f"alone ({sweep_steps} steps)": [alone_diag[n] for n in names]}).round(3)
@@ -135,12 +159,14 @@ def heat(ax, M, labels, title, vmin=0.0, vmax=1.0, annot=None):
 
 
 annot = [[f"{M[i, j]:.2f}\n({C[i, j]:.2f})" for j in range(len(names))] for i in range(len(names))]
-fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 1.0 * len(names) + 1.6))
-im = heat(ax, M, names, "MAS: count IIA on changed test pairs\n(control: untrained alignments)", annot=annot)
-ax.set_xlabel("target network (continues from the swapped state)")
-ax.set_ylabel("source network (gives its count)")
-fig.colorbar(im, ax=ax, fraction=0.04)
-fig.tight_layout()
+C_norm = res_norm.matrix("initial_iia_changed_test")
+annot_n = [[f"{M_norm[i, j]:.2f}\n({C_norm[i, j]:.2f})" for j in range(len(names))] for i in range(len(names))]
+fig, axes = plt.subplots(1, 2, figsize=(2.4 * len(names) + 3, 1.0 * len(names) + 1.8))
+for ax, mat, ann, title in ((axes[0], M, annot, "raw states"), (axes[1], M_norm, annot_n, "z-scored states (normalise=True)")):
+    im = heat(ax, mat, names, f"MAS, {title}: count IIA on changed test pairs\n(in brackets: untrained alignments)", annot=ann)
+    ax.set_xlabel("target network (continues from the swapped state)")
+axes[0].set_ylabel("source network (gives its count)")
+fig.colorbar(im, ax=list(axes), fraction=0.03)
 plotting.save_figure(fig, "06_mas_matrix")
 assert M.shape == (len(names), len(names)) and np.nanmin(M) >= 0 and np.nanmax(M) <= 1
 
@@ -203,9 +229,10 @@ pd.DataFrame(sweep_rows).round(3)
 # ### Why counts do not pass into the LSTM
 # A rotation keeps lengths. A GRU's state is bounded (|h| <= 1), while an LSTM's state holds
 # its cell state, which is not; if the LSTM keeps its count at a larger scale, no rotation
-# can write a GRU's count into it at the scale it needs. A general invertible linear map per
-# network (`alignment="linear"`) can rescale. The same two networks, searched again with
-# linear maps and three times the steps:
+# can write a GRU's count into it at the scale it needs. Two ways round it: a general
+# invertible linear map per network (`alignment="linear"`, which can rescale; searched with
+# three times the steps) and rotations on z-scored states (`normalise=True`, as above). The
+# same two networks, each way:
 
 # %%
 scale_rows, linear_pair = [], None
@@ -219,6 +246,8 @@ if lstm_net is not None and lstm_net is not g0:
     linear_pair = rot.table[["source", "target", "iia_changed_test"]].rename(columns={"iia_changed_test": f"rotation, {sweep_steps} steps"})
     linear_pair[f"linear, {3 * sweep_steps} steps"] = lin.table.iia_changed_test.to_numpy()
     linear_pair["control (linear, untrained)"] = lin.table.initial_iia_changed_test.to_numpy()
+    zs = mas.run_mas([g0, lstm_net], sweep_cfg, progress=False, store=USE_STORE, n_units=n_units, normalise=True)
+    linear_pair[f"rotation on z-scored states, {sweep_steps} steps"] = zs.table.iia_changed_test.to_numpy()
     print(linear_pair.round(3).to_string(index=False))
 pd.DataFrame(scale_rows).round(3)
 
@@ -300,11 +329,14 @@ if alone_diag[worst] - M[names.index(worst), names.index(worst)] > 0.2:
 if len(gru_gru):
     ci = mean_ci(gru_gru)
     lines_out.append(f"- GRU to GRU across seeds: {format_ci(ci['mean'], ci['lo'], ci['hi'], 3, ci['n'])} over {len(gru_gru)} directions.")
+grp_n = lambda f: np.array([M_norm[i, j] for i in range(len(names)) for j in range(len(names)) if i != j and f(kind[i], kind[j])])
 for a, b in (("gru", "lstm"), ("gru", "transformer"), ("lstm", "transformer")):
-    v = grp(lambda x, y: {x, y} == {a, b})
+    v, vn = grp(lambda x, y: {x, y} == {a, b}), grp_n(lambda x, y: {x, y} == {a, b})
     if len(v):
         lines_out.append(f"- {a.upper()} and {b.capitalize() if b == 'transformer' else b.upper()}: mean cross IIA {v.mean():.3f} "
-                         f"(range {v.min():.3f}-{v.max():.3f}).")
+                         f"(range {v.min():.3f}-{v.max():.3f}) on raw states, {vn.mean():.3f} ({vn.min():.3f}-{vn.max():.3f}) z-scored.")
+lines_out.append(f"- Joint searches: raw states {res.metrics['steps']} steps, {'converged' if res.metrics.get('converged') else 'not converged (cap)'}; "
+                 f"z-scored {res_norm.metrics['steps']} steps, {'converged' if res_norm.metrics.get('converged') else 'not converged (cap)'}.")
 for label, pts in vs_units.items():
     if pts:
         best = max(pts.values())
@@ -321,8 +353,10 @@ lines_out.append(f"- Rank correlation over network pairs: MAS with CKA {rho_cka:
 if linear_pair is not None:
     lp = linear_pair.set_index(["source", "target"])
     into = lp.loc[(g0.name, lstm_net.name)]
-    lines_out.append(f"- {g0.name} -> {lstm_net.name}: {into.iloc[0]:.3f} with rotations, {into.iloc[1]:.3f} with linear maps "
-                     f"({lstm_net.name} into itself {lp.loc[(lstm_net.name, lstm_net.name)].iloc[1]:.3f}); largest state coordinate "
+    lines_out.append(f"- {g0.name} -> {lstm_net.name}: {into.iloc[0]:.3f} with rotations, {into.iloc[1]:.3f} with linear maps, "
+                     f"{into.iloc[3]:.3f} with rotations on z-scored states "
+                     f"({lstm_net.name} into itself {lp.loc[(lstm_net.name, lstm_net.name)].iloc[1]:.3f} linear, "
+                     f"{lp.loc[(lstm_net.name, lstm_net.name)].iloc[3]:.3f} z-scored); largest state coordinate "
                      + ", ".join(f"{r['network']} {r['largest |state| coordinate']:.1f}" for r in scale_rows) + ".")
 lines_out.append(f"- Stitching (whole state, count and phase pairs): {', '.join(f'{r.source} -> {r.target} {r.iia_changed_test:.2f}' for r in stitch.table.itertuples())}.")
 lines_out.append(f"- CL loss alone into {B.name}: " + "; ".join(
@@ -342,8 +376,10 @@ def as_list(X):
 symlib.write_results(RESULTS_PATH, {
     "names": names,
     "mas_iia": as_list(M),
+    "mas_iia_normalised": as_list(M_norm),
     "mas_iia_test": as_list(res.matrix("iia_test")),
     "mas_control": as_list(C),
+    "mas_control_normalised": as_list(C_norm),
     "alone_iia": [alone_diag[n] for n in names],
     "cka": as_list(sim["cka"]),
     "rsa": as_list(sim["rsa"]),
@@ -355,6 +391,8 @@ symlib.write_results(RESULTS_PATH, {
     "state_scale": scale_rows,
     "cross_task": None if cross is None else {"task": CROSS_TASK, "table": cross.table.to_dict("records")},
     "rank_correlation": {"cka": rho_cka, "rsa": rho_rsa},
-    "search": {"steps": res.metrics["steps"], "stopped_because": res.metrics["stopped_because"]},
+    "search": {"steps": res.metrics["steps"], "stopped_because": res.metrics["stopped_because"], "converged": res.metrics["converged"]},
+    "search_normalised": {"steps": res_norm.metrics["steps"], "stopped_because": res_norm.metrics["stopped_because"],
+                          "converged": res_norm.metrics["converged"]},
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
 })
