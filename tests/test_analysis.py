@@ -149,11 +149,26 @@ def test_natural_states_of_a_tiny_gru(training):
 
 
 def test_number_line_on_natural_states():
+    """On a tiny GRU's Up-Up states (the value stays at N through the responses) number_line's read-out
+    numbers equal a least-squares read-out recomputed here from the alignment's block and the trial split."""
     model = small_model("gru")
     st = natural_states(model, MULTI, "up_up", n_trials=16, seed=1, counts=[2, 3, 6])
     # Up-Up's number variable is the demo count: it stays at N through the responses
     resp = st["phase"] == 1
     assert (st["value"][resp] == st["n"][resp]).all()
-    out = number_line(symlib.make_alignment("orthogonal", D, [4], seed=0), st, n_random=3)
+    align = symlib.make_alignment("orthogonal", D, [4], seed=0)
+    out = number_line(align, st, n_random=3)
     assert out["n_units"] == 4
-    assert all(np.isfinite(out[k]) for k in ("r_test", "r2_test", "r_fit", "r_test_random_mean"))
+    # the read-out recomputed: least squares with an intercept on the block's 4 coordinates (H Q), fitted on the
+    # fit trials, scored on the test trials
+    fit, test = split_trials(st["trial"], 0.5, 0)
+    Z = st["H"].astype(np.float64) @ align.Q.detach().double().numpy()
+    X = np.c_[Z, np.ones(len(Z))]
+    w, *_ = np.linalg.lstsq(X[fit], st["value"][fit].astype(np.float64), rcond=None)
+    pred, v = X @ w, st["value"].astype(np.float64)
+    assert out["r_test"] == pytest.approx(np.corrcoef(pred[test], v[test])[0, 1], abs=1e-5)
+    assert out["r_fit"] == pytest.approx(np.corrcoef(pred[fit], v[fit])[0, 1], abs=1e-5)
+    r2 = 1 - ((v[test] - pred[test]) ** 2).sum() / ((v[test] - v[test].mean()) ** 2).sum()
+    assert out["r2_test"] == pytest.approx(r2, abs=1e-5)
+    assert np.allclose(out["coord_test"], pred[test], atol=1e-4) and np.array_equal(out["value_test"], v[test])
+    assert out["r_test_random"].shape == (3,) and out["r_test_random_mean"] == pytest.approx(out["r_test_random"].mean())

@@ -67,7 +67,8 @@ def test_zero_units_iia_is_the_networks_own_behaviour(gru, pairs):
 
 
 def test_trial_iia_matches_a_direct_count(gru, pairs):
-    """evaluate_alignment's trial IIA equals counting, per pair, whether run_with_state's argmax hits every graded token."""
+    """evaluate_alignment's trial IIA equals counting, per pair, whether run_with_state's argmax hits every graded
+    token; its teacher-forced token IIA equals the fraction of graded tokens it hits."""
     align = symlib.make_alignment("orthogonal", 16, [6], seed=3).eval()
     H_t = site_states(gru, pairs.tokens, pairs.pos, "state")
     H_s = site_states(gru, pairs.src_tokens, pairs.src_pos, "state")
@@ -80,7 +81,10 @@ def test_trial_iia_matches_a_direct_count(gru, pairs):
     assert ev["iia"] == pytest.approx(float(ok.float().mean()))
     assert ev["iia_changed"] == pytest.approx(float(ok[pairs.changed].float().mean()))
     assert ev["n_changed"] == int(pairs.changed.sum()) and 0 < ev["n_changed"] < len(pairs)
-    assert 0.0 <= ev["iia_token"] <= 1.0
+    m = pairs.task_mask[:, 1:]
+    hits = int(((pred[:, :-1] == pairs.tokens[:, 1:]) & m).sum())
+    assert ev["iia_token"] == pytest.approx(hits / int(m.sum()), abs=1e-12)
+    assert 0 < hits < int(m.sum())  # neither all right nor all wrong: the count is not trivially met
 
 
 # ---- 2. swapping every dimension reproduces the source -----------------------------------
@@ -198,15 +202,29 @@ def test_wrapped_model_matches_symlib_semantics(arch):
 
 
 def test_run_das_on_a_wrapped_model():
-    """run_das runs on a wrapped user model, returns metrics with IIA in [0, 1], and leaves the model's mode and grads as they were."""
-    model = wrap(TimeMajorRNN(small_model("gru", d_model=16, seed=9)), "rnn").train()
+    """run_das runs on a wrapped user model and leaves the model's mode and grads as they were; its test
+    numbers are those of its alignment on symlib's own GRU with the same weights (another code path for
+    the states, the intervened run and the free run): per pair, and the free-running token IIA."""
+    ref = small_model("gru", d_model=16, seed=9)
+    model = wrap(TimeMajorRNN(ref), "rnn").train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    res = symlib.run_das(model, MULTI, n_units=2, n_train=128, n_val=64, n_test=64, max_steps=6, eval_every=3, batch_size=32, progress=False)
+    cfg = DASConfig(n_units=2, n_train=128, n_val=64, n_test=64, max_steps=6, eval_every=3, batch_size=32)
+    res = symlib.run_das(model, MULTI, cfg, progress=False)
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the network stays frozen"
-    assert 0.0 <= res.metrics["iia_test"] <= 1.0 and 0.0 <= res.metrics["iia_token_test"] <= 1.0
     assert res.metrics["steps"] >= 3 and len(res.history) >= 1
-    assert res.rows["correct"].shape == (64,)
+    test = symlib.das.make_search_pairs(MULTI, cfg)["test"]
+    align = res.alignment.eval()
+    with torch.no_grad():
+        h = align.interchange(site_states(ref, test.tokens, test.pos, "state"),
+                              site_states(ref, test.src_tokens, test.src_pos, "state"), test.swap)
+        pred = ref.run_with_state(test.tokens, "state", test.pos, h).argmax(-1)
+    ok = ((pred[:, :-1] == test.tokens[:, 1:]) | ~test.task_mask[:, 1:]).all(1)
+    assert np.array_equal(res.rows["correct"], ok.numpy())
+    assert res.metrics["iia_test"] == pytest.approx(float(ok.float().mean()), abs=1e-12)
+    own = evaluate_alignment(ref, align, test, "state")  # free running, on the reference network
+    assert res.metrics["iia_token_test"] == pytest.approx(own["iia_token"], abs=1e-12)
+    assert 0 < res.metrics["iia_token_test"] < 1  # a token rate that is not trivially met
 
 
 def test_wrap_model_rejects_bad_sites():
@@ -250,12 +268,22 @@ def test_wrap_model_works_as_returned():
 
 
 def test_run_das_boundless_reports_its_size(gru):
-    """run_das with a boundless alignment reports the learned n_units: an int in [1, d]."""
-    res = symlib.run_das(gru, MULTI, alignment="boundless", n_train=64, n_val=32, max_steps=4, eval_every=2, batch_size=32, progress=False)
+    """run_das with a boundless alignment reports the size it swaps: n_units = round(boundary). The boundary
+    is held for the first hold_steps (300) steps, so after 4 it is still its start (5 dims), and the
+    alignment in eval mode swaps exactly the first 5 rotated coordinates."""
+    assert symlib.alignment.BoundlessAlignment.hold_steps > 4
+    res = symlib.run_das(gru, MULTI, alignment="boundless", boundless_init=5.0, n_train=64, n_val=32, max_steps=4,
+                         eval_every=2, batch_size=32, progress=False)
     n = res.metrics["n_units"]
-    assert isinstance(n, int) and 1 <= n <= 16
+    assert res.metrics["boundary"] == pytest.approx(5.0) and isinstance(n, int) and n == 5
     assert res.metrics["learned_n_units"] == n == res.alignment.n_units
     assert all(isinstance(r["n_units"], int) for r in res.history)
+    align = res.alignment.eval()
+    h_t, h_s = torch.randn(20, 16, generator=gen(73)), torch.randn(20, 16, generator=gen(74))
+    with torch.no_grad():
+        out = align.aligned(align.interchange(h_t, h_s, torch.ones(20, 1, dtype=torch.bool)))
+        a_t, a_s = align.aligned(h_t), align.aligned(h_s)
+    assert torch.allclose(out[:, :n], a_s[:, :n], atol=1e-5) and torch.allclose(out[:, n:], a_t[:, n:], atol=1e-5)
 
 
 # ---- 6. controls ------------------------------------------------------------------
@@ -263,17 +291,26 @@ def test_run_das_boundless_reports_its_size(gru):
 SMALL = dict(n_units=2, n_train=96, n_val=48, n_test=64, max_steps=4, eval_every=2, batch_size=32)
 
 
-def test_controls_on_the_same_test_pairs(gru):
-    """run_das_with_controls: every control has iia_test and iia_changed_test in [0, 1]; no swap is the
-    network's own behaviour on the main search's test pairs; the learnable controls are searches of their own."""
-    res = symlib.run_das_with_controls(gru, MULTI, DASConfig(**SMALL), progress=False)
+def test_controls_on_the_same_test_pairs():
+    """run_das_with_controls on the hand-built counter (it solves the task; its count is unit 0): no swap is
+    the network's own behaviour on the main search's test pairs, right on every unchanged pair and on no
+    changed one; the search finds the count and every control that can score on changed pairs stays far
+    below it; the learnable controls are searches of their own."""
+    model = wrap(HandCounter(uniform_demo=True), "rnn")
+    cfg = DASConfig(variable="count", n_units=1, n_train=1000, n_val=200, n_test=200, max_steps=200, eval_every=50,
+                    lr=1e-2, target_iia=2.0, patience=0, plateau_steps=0)
+    res = symlib.run_das_with_controls(model, MULTI, cfg, progress=False)
     ctl = res.metrics["controls"]
     assert set(ctl) == set(symlib.CONTROL_NAMES)
-    for name, c in ctl.items():
-        assert 0.0 <= c["iia_test"] <= 1.0 and (c["iia_changed_test"] is None or 0.0 <= c["iia_changed_test"] <= 1.0), name
-    test = symlib.das.make_search_pairs(MULTI, DASConfig(**SMALL))["test"]
-    ok = _own_predictions_ok(gru, test.tokens, test.task_mask)
-    assert ctl["no_swap"]["iia_test"] == pytest.approx(float(ok.float().mean()))
+    test = symlib.das.make_search_pairs(MULTI, cfg)["test"]
+    ok = _own_predictions_ok(model, test.tokens, test.task_mask)
+    assert torch.equal(ok, ~test.changed.bool())  # a network that solves the task does what the target would
+    assert ctl["no_swap"]["iia_test"] == pytest.approx(float(ok.float().mean()), abs=1e-6)
+    assert ctl["no_swap"]["iia_test"] == pytest.approx(1 - res.metrics["n_changed_test"] / 200, abs=1e-6)
+    assert ctl["no_swap"]["iia_changed_test"] == 0.0
+    assert res.metrics["iia_changed_test"] >= 0.95
+    for name in symlib.controls.CHANGED_CONTROLS:
+        assert ctl[name]["iia_changed_test"] < 0.5, (name, ctl[name])
     assert ctl["wrong_labels"]["config"]["relabel"] and ctl["wrong_program"]["config"]["program"] == "up_up"
     assert res.metrics["control_max_changed_test"] == max(ctl[c]["iia_changed_test"] for c in ("initial", "wrong_labels", "wrong_program"))
 

@@ -61,12 +61,100 @@ def test_transformer_count_stays_at_control_level(table):
     assert das < 0.3
 
 
+def check_summary_intervals(summary, table, seeds=SEEDS, by=("arch", "measure"), values=("iia_test", "iia_changed_test")):
+    """Assert that ``summary`` (``summarise_findings(table)``) is the table's per-seed values summarised, recomputed here.
+
+    For every group of ``by`` in ``table`` there is exactly one summary row; its ``n`` is the number of
+    the group's rows, which are one per seed of ``seeds``; for each value column, the mean is the mean of
+    the group's (non-NaN) per-seed values and the interval is a 95% percentile bootstrap of them, computed
+    here with ``scipy.stats.bootstrap`` (10 000 resamples, seed 0, as ``stats.mean_ci`` documents); the
+    interval lies within [min, max] of the seeds' values, and is wider than a point (lo < hi) wherever the
+    seeds differ. (``lo <= mean <= hi`` alone cannot fail: ``mean_ci`` clamps the interval to the mean.)
+    """
+    import inspect
+
+    import numpy as np
+    from scipy import stats
+
+    by, values = list(by), list(values)
+    assert len(summary) == len(summary.drop_duplicates(by)), "one summary row per group"
+    groups = table.groupby(by, sort=False)
+    assert {tuple(k) for k in summary[by].itertuples(index=False)} == set(groups.groups), "the summary's groups are the table's"
+    rng_kw = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    for key, g in groups:
+        row = summary.set_index(by).loc[key]
+        assert sorted(g.seed.tolist()) == sorted(seeds), (key, g.seed.tolist())
+        assert int(row["n"]) == len(g) == len(seeds), (key, row["n"], len(g))
+        for v in values:
+            x = g[v].to_numpy(dtype=float)
+            x = x[~np.isnan(x)]
+            mean, lo, hi = float(row[v]), float(row[f"{v}_lo"]), float(row[f"{v}_hi"])
+            assert mean == pytest.approx(x.mean(), abs=1e-12), (key, v, mean, x)
+            if len(x) < 2:
+                assert np.isnan(lo) and np.isnan(hi), (key, v, lo, hi)
+                continue
+            assert x.min() - 1e-12 <= lo <= hi <= x.max() + 1e-12, (key, v, (lo, hi), x)
+            if np.all(x == x[0]):
+                assert lo == hi == pytest.approx(x[0]), (key, v, lo, hi)
+                continue
+            assert lo < hi, (key, v, lo, hi, x)
+            ref = stats.bootstrap((x,), np.mean, n_resamples=10_000, confidence_level=0.95, method="percentile",
+                                  **{rng_kw: np.random.default_rng(0)}).confidence_interval
+            assert (lo, hi) == pytest.approx((min(ref.low, mean), max(ref.high, mean)), abs=1e-9), (key, v, (lo, hi), ref, x)
+
+
+def _hand_table():
+    """A findings-like table: two architectures x two measures x three seeds; gru's das values differ by seed."""
+    import pandas as pd
+    vals = {("gru", "das"): (0.8, 0.9, 1.0), ("gru", "initial"): (0.1, 0.1, 0.1),
+            ("lstm", "das"): (0.95, 0.97, 0.96), ("lstm", "initial"): (0.0, 0.3, 0.0)}
+    return pd.DataFrame([{"arch": a, "measure": m, "seed": s, "iia_test": v, "iia_changed_test": v / 2}
+                         for (a, m), vs in vals.items() for s, v in zip(SEEDS, vs)])
+
+
+def test_summary_check_accepts_a_true_summary_and_refuses_false_ones():
+    """check_summary_intervals (used by the slow test_summary_has_intervals) passes on summarise_findings'
+    own summary of a hand-made table, and fails on summaries the old assertion (lo <= mean <= hi, n == 3)
+    accepted: an interval narrower than the seeds' spread, one wider than it, one within it that is not
+    their bootstrap interval, an n that is not the number of seeds the table holds."""
+    table = _hand_table()
+    good = summarise_findings(table)
+    check_summary_intervals(good, table)
+    # with three seeds the 95% percentile bootstrap interval is [min, max] (each extreme mean has mass 1/27 > 2.5%)
+    gru = good.set_index(["arch", "measure"]).loc[("gru", "das")]
+    assert (gru.iia_test_lo, gru.iia_test, gru.iia_test_hi) == pytest.approx((0.8, 0.9, 1.0))
+
+    def old_assertion(s):
+        return bool((s.n == len(SEEDS)).all() and ((s.iia_changed_test_lo <= s.iia_changed_test)
+                                                   & (s.iia_changed_test <= s.iia_changed_test_hi)).all())
+
+    i = good.index[(good.arch == "gru") & (good.measure == "das")][0]
+    bad = {}
+    bad["narrow"] = good.copy()
+    bad["narrow"].loc[i, ["iia_changed_test_lo", "iia_changed_test_hi"]] = good.loc[i, "iia_changed_test"]
+    bad["wide"] = good.copy()
+    bad["wide"].loc[i, ["iia_changed_test_lo", "iia_changed_test_hi"]] = (0.0, 1.0)
+    bad["shifted"] = good.copy()  # inside the seeds' spread and around the mean, but not their bootstrap interval
+    bad["shifted"].loc[i, ["iia_changed_test_lo", "iia_changed_test_hi"]] = (0.42, 0.5)
+    # the table lost seed 2 of lstm's runs; a summary that still says 3 seeds (a stale one) is wrong
+    fewer = table[~((table.arch == "lstm") & (table.seed == 2))]
+    bad["stale n"] = good
+    for name, s in bad.items():
+        assert old_assertion(s), name
+        with pytest.raises(AssertionError):
+            check_summary_intervals(s, fewer if name == "stale n" else table)
+    # and a true summary of the smaller table is refused too: lstm has 2 seeds, not the three asked for
+    with pytest.raises(AssertionError):
+        check_summary_intervals(summarise_findings(fewer), fewer)
+
+
 @pytest.mark.slow
 def test_summary_has_intervals(table):
-    """summarise_findings gives a mean and a 95% interval over the three seeds for every architecture and measure."""
+    """summarise_findings gives, for every architecture and measure, the mean over the three seeds and a 95%
+    percentile-bootstrap interval of their values (recomputed by check_summary_intervals)."""
     s = summarise_findings(table)
-    assert set(s.arch) == {"gru", "lstm", "transformer"} and (s.n == len(SEEDS)).all()
-    assert ((s.iia_changed_test_lo <= s.iia_changed_test) & (s.iia_changed_test <= s.iia_changed_test_hi)).all()
+    assert set(s.arch) == {"gru", "lstm", "transformer"}
+    check_summary_intervals(s, table)
 
 
 @pytest.mark.slow

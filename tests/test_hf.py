@@ -1,5 +1,6 @@
 """HuggingFace causal LMs and a user's own modules in symlib: wrapping, training, DAS, MAS, and the
 messages a misfit gets. Tiny configs built locally; nothing is downloaded."""
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -72,9 +73,29 @@ def test_an_earlier_block_changes_later_positions_only():
     assert not torch.allclose(out[:, 3:], base[:, 3:], atol=1e-3)
 
 
+def _direct_iia(model, align, pairs):
+    """Per pair, is every graded token right with the interchange done (teacher-forced)? And the
+    free-running token rate: graded tokens right when the intervened network is fed its own answers,
+    computed one position at a time with run_with_state (no symlib free-run code)."""
+    align = align.eval()
+    with torch.no_grad():
+        h = align.interchange(model.state_at(pairs.tokens, None, pairs.pos), model.state_at(pairs.src_tokens, None, pairs.src_pos),
+                              pairs.swap)
+        pred = model.run_with_state(pairs.tokens, None, pairs.pos, h).argmax(-1)
+        graded = pairs.task_mask[:, 1:]
+        ok = ((pred[:, :-1] == pairs.tokens[:, 1:]) | ~graded).all(1)
+        fed = pairs.tokens.clone()
+        for t in range(pairs.tokens.shape[1] - 1):
+            nxt = model.run_with_state(fed, None, pairs.pos, h)[:, t].argmax(-1)
+            fed[:, t + 1] = torch.where(graded[:, t], nxt, fed[:, t + 1])
+    right = (fed[:, 1:] == pairs.tokens[:, 1:]) & graded
+    return ok, int(right.sum()) / int(graded.sum())
+
+
 def test_train_das_and_mas_on_a_huggingface_model(tmp_path):
     """symlib.train(model=...) trains a wrapped GPT-2 (the loss falls; the run resumes from run_dir);
-    DAS with controls and MAS beside a user's GRU run on it as on the book's networks."""
+    DAS with controls and MAS beside a user's GRU run on it as on the book's networks; DAS's test numbers
+    (per pair, changed pairs, free-running tokens, the no-swap control) equal a direct computation."""
     torch.manual_seed(0)
     hf = H.wrap_hf(H.tiny_gpt2(TASK, d_model=16, n_layer=1, n_head=2, seed=1))
     kw = dict(task="multiobject", arch="transformer", eval_every=10, n_eval_trials=32, n_train_trials=128,
@@ -92,8 +113,18 @@ def test_train_das_and_mas_on_a_huggingface_model(tmp_path):
     size = dict(n_train=64, n_val=32, n_test=32, eval_every=5, max_steps=5, n_units=4)
     res = symlib.run_das_with_controls(more.model.eval(), TASK, symlib.DASConfig(**size), progress=False)
     m = res.metrics
-    assert 0 <= m["iia_test"] <= 1 and 0 <= m["iia_changed_test"] <= 1
     assert set(m["controls"]) == set(symlib.CONTROL_NAMES)
+    # the numbers are those of the alignment on this network, recomputed here through the wrapper's own passes
+    test = symlib.das.make_search_pairs(TASK, symlib.DASConfig(**size))["test"]
+    ok, token_rate = _direct_iia(more.model.eval(), res.alignment, test)
+    assert np.array_equal(res.rows["correct"], ok.numpy())
+    assert m["iia_test"] == pytest.approx(float(ok.float().mean()), abs=1e-12)
+    assert m["iia_changed_test"] == pytest.approx(float(ok[test.changed].float().mean()), abs=1e-12)
+    assert m["iia_token_test"] == pytest.approx(token_rate, abs=1e-12) and 0 < token_rate < 1
+    with torch.no_grad():
+        pred = more.model(test.tokens).argmax(-1)
+    own = ((pred[:, :-1] == test.tokens[:, 1:]) | ~test.task_mask[:, 1:]).all(1)
+    assert m["controls"]["no_swap"]["iia_test"] == pytest.approx(float(own.float().mean()), abs=1e-12)
 
     class MyGRU(nn.Module):
         def __init__(self):

@@ -371,7 +371,8 @@ def test_recurrent_double_swap_mechanics(arch, count_pairs):
 @pytest.mark.parametrize("site", ["resid.0", "embed"])
 def test_transformer_double_swap_matches_a_manual_pass(site, count_pairs):
     """Transformer: the hooked pass equals replacing the residual at pos1 and pos2 by hand and
-    running the later layers; with no second swap it is run_with_state at pos1."""
+    running the later layers; with no second swap it is run_with_state at pos1; the measure's per-pair
+    answer is that manual pass's, graded after pos1 only (a planted task mask gives the known answer)."""
     p = count_pairs[:30]
     model = small_model("transformer", d_model=16, seed=4)
     h1, s1, s2 = _states(model, p, site)
@@ -387,11 +388,25 @@ def test_transformer_double_swap_matches_a_manual_pass(site, count_pairs):
         layer = -1 if site == "embed" else 0
         want = model.unembed(model.ln_f(model._blocks(x, None, layer + 1)))
         assert torch.allclose(d, want, atol=1e-5)
+        manual = want.argmax(-1)
         d, _ = double_intervened_logits(model, align, p.tokens, p.pos1, p.pos2, h1, s1, s2, on, off, site)
         after1 = (torch.arange(L)[None, :] >= p.pos1[:, None])[:, :, None]
         assert torch.allclose(torch.where(after1, d, 0), torch.where(after1, single, 0), atol=1e-5)
-    ev = double_intervention_iia(model, align, p, site)
-    assert ev["n"] == 30 and 0.0 <= ev["iia"] <= 1.0
+    # the measure scores what the manual pass predicts: a planted mask grades, after pos1, only tokens it
+    # gets right (every pair), plus one it gets wrong (odd pairs); and before pos1 one it gets wrong, which
+    # must not count. So exactly the even pairs are right.
+    hit = (manual[:, :-1] == p.tokens[:, 1:]) & (p.tokens[:, 1:] != 0)
+    after = torch.arange(L - 1)[None, :] >= p.pos1[:, None]
+    wrong_after, wrong_before = ~hit & after & (p.tokens[:, 1:] != 0), ~hit & ~after
+    # (an untrained network: it gets some tokens right after pos1 in about half the pairs, some wrong in all)
+    assert wrong_after.any(1).all() and wrong_before.any(1).sum() >= n // 2 and (hit & after).any(1).sum() >= n // 3
+    graded = hit & after
+    odd = torch.arange(n) % 2 == 1
+    first = lambda m: torch.nn.functional.one_hot(m.float().argmax(1), L - 1).bool() & m  # each row's first True
+    graded |= first(wrong_before) | (first(wrong_after) & odd[:, None])
+    planted = dataclasses.replace(p, task_mask=torch.nn.functional.pad(graded, (1, 0)))
+    ev = double_intervention_iia(model, align, planted, site)
+    assert ev["n"] == 30 and torch.equal(ev["correct"], ~odd) and ev["iia"] == pytest.approx(0.5)
 
 
 def test_network_is_left_as_it_was_and_unsupported_models_say_so(count_pairs):

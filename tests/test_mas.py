@@ -93,6 +93,11 @@ def test_cl_targets_have_the_counterfactual_program_state():
     need = mas._state_keys(prog, mas.counterfactual_states(pairs, prog, "count"))
     Hn, ok = mas.cl_targets(need, keys, H, 0)
     assert ok.float().mean() > 0.5
+    # matched exactly where some pool state has the needed program state, and then with one such state
+    same = (need[:, None, :] == keys[None, :, :]).all(-1)  # (N, M)
+    assert torch.equal(ok, same.any(1)) and not ok.all()
+    picked = (Hn[:, None, :] == H[None, :, :]).all(-1)
+    assert (picked & same)[ok].any(1).all() and (Hn[~ok] == 0).all()
     # the hand-built counter's unit 0 is the count: the natural state's count is the source's
     assert torch.allclose(Hn[ok, 0], pairs.source_value[ok].float())
 

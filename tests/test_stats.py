@@ -37,17 +37,23 @@ def test_deterministic_for_a_seed():
     assert a["mean"] == b["mean"] and (a["lo"], a["hi"]) != (b["lo"], b["hi"])
 
 
-def test_three_seeds_stay_within_their_range():
-    """Percentile bootstrap of 3 values: the interval lies within [min, max] and is finite."""
+def test_three_seeds_give_their_range():
+    """Percentile bootstrap of 3 distinct values: the 95% interval is exactly [min, max]. Of the 27
+    equally likely resamples one gives the minimum mean and one the maximum, a mass of 1/27 = 3.7%
+    > 2.5% at each end. (A normal-theory interval would be [0.808, 0.992], a t interval wider than [0.8, 1].)"""
     out = mean_ci([0.8, 0.9, 1.0], n_resamples=2000)
-    assert 0.8 <= out["lo"] < out["mean"] < out["hi"] <= 1.0
-    assert out["mean"] == pytest.approx(0.9)
+    assert (out["lo"], out["mean"], out["hi"]) == pytest.approx((0.8, 0.9, 1.0), abs=1e-12)
+    # the 80% interval cuts at 10%: above the minimum's 1/27, below it plus the next mean's 3/27
+    out80 = mean_ci([0.8, 0.9, 1.0], confidence=0.8, n_resamples=20_000)
+    assert (out80["lo"], out80["hi"]) == pytest.approx((0.8 + 0.1 / 3, 1.0 - 0.1 / 3), abs=1e-12)
 
 
 def test_nans_are_dropped_and_not_counted():
+    """Two values left once NaNs are dropped: the resampled means are 1, 2, 3 with mass 1/4, 1/2, 1/4,
+    so the 95% interval is exactly [1, 3]."""
     out = mean_ci([1.0, float("nan"), 3.0, np.nan])
     assert out["n"] == 2 and out["mean"] == pytest.approx(2.0)
-    assert 1.0 <= out["lo"] <= out["hi"] <= 3.0
+    assert (out["lo"], out["hi"]) == pytest.approx((1.0, 3.0), abs=1e-12)
 
 
 def test_one_value_has_no_interval():
