@@ -191,6 +191,7 @@ def run_das_with_controls(model: SequenceModel, task: Task, cfg: DASConfig | Non
     for name, res in zip(learn, results[1:]):
         ctl[name] = {k: v for k, v in res.metrics.items() if k.startswith(("iia_test", "iia_changed_test"))}
         ctl[name]["iia_changed_main"] = iia_changed_main(model, task, main, res)
+        ctl[name].update({k: res.metrics.get(k) for k in ("steps", "converged", "stopped_because")})
         ctl[name]["config"] = {"program": res.config.program, "variable": res.config.variable, "relabel": res.config.relabel}
     main = copy.copy(main)
     main.metrics = dict(main.metrics)

@@ -3,7 +3,7 @@
 One code path serves the README's findings table (``make findings``), notebook 03's
 architecture comparison and the findings tier of the tests (at a reduced size)::
 
-    python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2 --max-steps 600
+    python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2
 
 For every architecture and seed it loads (or trains) the network, runs the search with
 its learnable controls in one batched pass, measures every control on the same test
@@ -22,20 +22,23 @@ import pandas as pd
 
 from .controls import CHANGED_CONTROLS, CONTROL_NAMES, run_das_with_controls
 from .das import DASConfig
+from .search import BUDGETS
 from .paths import data_dir
 from .stats import format_ci, summarise
 from .tasks import make_task
 from .training import load_or_train
 from .utils import check_choice, parse_list
 
-#: The search budget of the book's findings (stated in the README).
-FINDINGS_SEARCH = dict(max_steps=600, n_train=10_000, n_val=1_000, n_test=1_000, n_test_heldout=500, eval_every=50)
+#: The search budget of the book's findings: every search (and learned control) to convergence
+#: (``search.BUDGETS["finding"]``), plus test pairs on held-out counts.
+FINDINGS_SEARCH = dict(BUDGETS["finding"], n_test_heldout=500)
 #: The networks' recipe per architecture, spelled out: the book's (``TrainConfig``'s defaults, as chapter 02
 #: trains them), the Transformer capped at 1000 steps (its best checkpoint is used). Each entry must equal the
 #: default, so the runs are the book's own (``data/runs/<task>-<arch>-d128-s<seed>``; tests/test_run_identity.py).
 FINDINGS_TRAIN = {"transformer": {"max_steps": 1000}, "transformer_nope": {"max_steps": 1000}}
 MEASURES = ("das",) + CONTROL_NAMES
-VALUE_COLUMNS = ("iia_test", "iia_changed_test", "iia_test_heldout", "iia_changed_test_heldout")
+#: iia_changed_main: on the main search's changed pairs (for a control; the search's own iia_changed_test for "das")
+VALUE_COLUMNS = ("iia_test", "iia_changed_test", "iia_changed_main", "iia_test_heldout", "iia_changed_test_heldout")
 
 
 def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: str = "multiobject",
@@ -62,10 +65,13 @@ def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: 
                     "trial_acc_heldout": run.summary.get("best_trial_acc_heldout"),
                     "steps_to_solve": run.summary.get("steps_to_solve"), "network_step": run.summary.get("best_step")}
             m = res.metrics
-            rows.append({**base, "measure": "das", **{k: m.get(k) for k in VALUE_COLUMNS},
-                         "steps": m["steps"], "seconds": round(time.perf_counter() - t0, 1), "cached": bool(m.get("cached"))})
+            rows.append({**base, "measure": "das", **{k: m.get(k) for k in VALUE_COLUMNS}, "iia_changed_main": m.get("iia_changed_test"),
+                         "steps": m["steps"], "converged": m.get("converged"), "seconds": round(time.perf_counter() - t0, 1),
+                         "cached": bool(m.get("cached"))})
             for name, c in m["controls"].items():
-                rows.append({**base, "measure": name, **{k: c.get(k) for k in VALUE_COLUMNS}})
+                # a fixed control (no swap, initial) trains nothing: nothing to converge
+                rows.append({**base, "measure": name, **{k: c.get(k) for k in VALUE_COLUMNS}, "iia_changed_main": c.get("iia_changed_main"),
+                             "steps": c.get("steps"), "converged": c.get("converged")})
     return pd.DataFrame(rows)
 
 
@@ -77,10 +83,12 @@ def summarise_findings(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["arch", "measure"], key=lambda s: s.map(order) if s.name == "measure" else s).reset_index(drop=True)
 
 
-def findings_markdown(summary: pd.DataFrame, value: str = "iia_changed_test") -> str:
+def findings_markdown(summary: pd.DataFrame, value: str = "iia_changed_test", table: pd.DataFrame | None = None) -> str:
     """One markdown table: a row per architecture, a column per measure, cells 'mean [lo, hi]'.
 
     On changed pairs the no-swap control is left out: it scores 0 there by construction.
+    ``table``: the tidy table the summary came from; a cell any of whose searches stopped at
+    its step cap before converging is marked with a dagger, explained under the table.
     """
     shown = ("das",) + CHANGED_CONTROLS if "changed" in value else MEASURES
     measures = [m for m in shown if m in set(summary["measure"])]
@@ -89,9 +97,24 @@ def findings_markdown(summary: pd.DataFrame, value: str = "iia_changed_test") ->
         cells = []
         for m in measures:
             r = g[g["measure"] == m]
-            cells.append(format_ci(r[value].iloc[0], r[f"{value}_lo"].iloc[0], r[f"{value}_hi"].iloc[0]) if len(r) and value in r else "")
+            cell = format_ci(r[value].iloc[0], r[f"{value}_lo"].iloc[0], r[f"{value}_hi"].iloc[0]) if len(r) and value in r else ""
+            capped = capped_seeds(table, arch, m) if table is not None else []
+            cells.append(cell + (f" †({len(capped)})" if capped else ""))
         lines.append(f"| {arch} | " + " | ".join(cells) + f" | {int(g['n'].iloc[0])} |")
+    if table is not None:
+        if any(capped_seeds(table, a, m) for a in set(summary["arch"]) for m in measures):
+            lines.append("\n† (k): k seeds' searches stopped at the step cap before converging; not a converged finding.")
+        else:
+            lines.append("\nEvery search converged (no cell stopped at its step cap).")
     return "\n".join(lines)
+
+
+def capped_seeds(table: pd.DataFrame, arch: str, measure: str) -> list[int]:
+    """The seeds whose search for (arch, measure) stopped at its cap before converging (``converged`` False)."""
+    if "converged" not in table:
+        return []
+    rows = table[(table.arch == arch) & (table.measure == measure)]
+    return [int(s) for s, c in zip(rows.seed, rows.converged) if c is False or c == False]  # noqa: E712 (read back from CSV)
 
 
 def training_markdown(df: pd.DataFrame) -> str:
@@ -134,14 +157,15 @@ def main(argv=None) -> int:
     summary = summarise_findings(df)
     summary.to_csv(out.replace(".csv", "-summary.csv"), index=False)
     budget = {**FINDINGS_SEARCH, **search}
-    print(f"\n{args.task}, {args.program} {args.variable}, {args.alignment} {args.n_units} dims; budget: {budget['max_steps']} steps, "
+    print(f"\n{args.task}, {args.program} {args.variable}, {args.alignment} {args.n_units} dims; budget: to convergence "
+          f"(best validation changed-pair IIA gaining < {budget['plateau_tol']} over {budget['plateau_steps']} steps), cap {budget['max_steps']} steps, "
           f"{budget['n_train']} train / {budget['n_val']} val / {budget['n_test']} test pairs; seeds {seeds}\n")
     print("The networks (best checkpoint, judged on training counts):\n")
     print(training_markdown(df))
     print("\nIIA on changed test pairs, mean [95% bootstrap interval over seeds]:\n")
-    print(findings_markdown(summary, "iia_changed_test"))
+    print(findings_markdown(summary, "iia_changed_test", df))
     print("\nRaw IIA on test pairs:\n")
-    print(findings_markdown(summary, "iia_test"))
+    print(findings_markdown(summary, "iia_test", df))
     if "iia_changed_test_heldout" in summary:
         print("\nIIA on changed test pairs with held-out counts (4, 9, 14, 17):\n")
         print(findings_markdown(summary, "iia_changed_test_heldout"))

@@ -49,6 +49,20 @@ from .programs import PROGRAM_NAMES
 from .utils import check_choice, finish_bar
 
 
+#: The book's search budgets, in one place. ``finding``: every number the book calls a finding
+#: comes from searches run to convergence under this rule (the cap, the original's 20 000 steps,
+#: only guards against a search that never settles; a result that reaches it says
+#: ``converged=False``). ``illustration``: a chapter that only illustrates may stop at a smaller,
+#: stated cap. ``smoke``: the test suite's tiny size.
+BUDGETS: dict[str, dict] = {
+    "finding": dict(max_steps=20_000, plateau_steps=1_000, plateau_tol=0.005, eval_every=50,
+                    n_train=10_000, n_val=1_000, n_test=1_000),
+    "illustration": dict(max_steps=600, plateau_steps=1_000, plateau_tol=0.005, eval_every=50,
+                         n_train=10_000, n_val=1_000, n_test=1_000),
+    "smoke": dict(max_steps=20, eval_every=10, n_train=256, n_val=128, n_test=128),
+}
+
+
 @dataclass
 class SearchConfig:
     """What every search shares (``DASConfig`` and ``MASConfig`` add their own fields): the

@@ -179,3 +179,27 @@ def test_boundless_size_does_not_depend_on_its_start(table):
     gaps = [abs(found[seed, 4.0] - found[seed, 48.0]) for seed in (0, 1)]
     assert max(gaps) <= 5, found
     assert sum(gaps) / len(gaps) <= 3, gaps
+
+
+def test_findings_tables_mark_searches_that_hit_their_cap():
+    """A cell whose search stopped at its step cap for some seed carries a dagger and the count of such
+    seeds; a table whose searches all converged says so; the default budget is the converged one."""
+    import pandas as pd
+    from symlib.findings import FINDINGS_SEARCH, capped_seeds, findings_markdown
+    from symlib.search import BUDGETS
+    rows = []
+    for seed, conv in ((0, True), (1, False), (2, True)):
+        rows.append({"arch": "gru", "seed": seed, "measure": "das", "iia_test": 0.9, "iia_changed_test": 0.8 + 0.01 * seed,
+                     "converged": conv})
+        rows.append({"arch": "gru", "seed": seed, "measure": "wrong_labels", "iia_test": 0.1, "iia_changed_test": 0.05 + 0.01 * seed,
+                     "converged": True})
+    df = pd.DataFrame(rows)
+    s = summarise_findings(df)
+    md = findings_markdown(s, "iia_changed_test", df)
+    das_cell, wrong_cell = md.splitlines()[2].split("|")[2:4]
+    assert "†(1)" in das_cell and "†" not in wrong_cell
+    assert "stopped at the step cap" in md
+    assert capped_seeds(df, "gru", "das") == [1]
+    assert "Every search converged" in findings_markdown(s, "iia_changed_test", df.assign(converged=True))
+    assert FINDINGS_SEARCH["max_steps"] == BUDGETS["finding"]["max_steps"] >= 20_000
+    assert FINDINGS_SEARCH["plateau_steps"] > 0
