@@ -311,8 +311,9 @@ assert (double.iia_changed_second >= 0).all()
 # What the default run shows (seed-0 networks; the numbers in brackets are this run's on the
 # development machine; the README has the same comparison over three seeds with intervals):
 # - **The GRU follows Up-Down.** Its count swaps as Up-Down's does on the changed test pairs
-#   (0.95, every control at most 0.02), on held-out counts too (0.95). Up-Up's `demo_count`
-#   reaches only 0.38: where the two programs part, in the response phase, it scores 0.27,
+#   (0.95; the initial alignment 0.02, the wrong labels 0.07, the wrong program, Up-Up's own
+#   search, 0.39: a margin of 0.56), on held-out counts too (0.95). Up-Up's `demo_count`
+#   reaches only 0.39: where the two programs part, in the response phase, it scores 0.27,
 #   and Up-Up's `resp_count` is not there at all (0.05 in the response phase). After the
 #   trigger the GRU keeps *how many are left*, one variable counted down, not the demo count
 #   beside a second counter.
