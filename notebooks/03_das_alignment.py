@@ -29,7 +29,8 @@ PROGRAM = "up_down"  # the hypothesis: up_down, up_up or ctx_distr
 VARIABLE = "count"  # count, phase, count_phase (two blocks), full, null, or a program variable (demo_count, resp_count)
 N_UNITS = 16  # dims of each aligned block
 ALIGNMENT = "orthogonal"  # orthogonal (classic DAS), linear, revnet, boundless
-MAX_STEPS = 600  # step budget of every search in this chapter; early stopping may end one sooner
+MAX_STEPS = 20000  # cap of the main search and its learned controls; each stops once converged (best validation changed-pair IIA gains < 0.005 over 1000 steps)
+ILLUSTRATION_STEPS = 600  # cap of the size sweep (section 5) and the other alignment functions (section 6): illustrations, each says whether it converged
 BOUNDLESS_MAX_STEPS = 1500  # budget of boundless searches, which stop once their size has converged
 N_TRAIN = 10000  # counterfactual training pairs
 N_VAL = 1000  # validation pairs: stop the search, pick the best alignment
@@ -69,11 +70,15 @@ if RUN_DIR:
 else:
     run_cfg = symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
 
-def budget(kind: str) -> int:
-    """The step budget of a search with alignment ``kind``: boundless runs until its size converges."""
+def budget(kind: str, illustration: bool = False) -> int:
+    """The step cap of a search with alignment ``kind``: boundless runs until its size converges; the
+    main search until it converges (``MAX_STEPS`` only guards against one that never settles); the
+    illustrations of sections 5 and 6 at a smaller, stated cap."""
     if smoke:
         return 40 if kind == "boundless" else 20
-    return BOUNDLESS_MAX_STEPS if kind == "boundless" else MAX_STEPS
+    if kind == "boundless":
+        return BOUNDLESS_MAX_STEPS
+    return ILLUSTRATION_STEPS if illustration else MAX_STEPS
 
 
 das_cfg = symlib.DASConfig(
@@ -87,6 +92,7 @@ symlib.counterfactuals.variable_blocks(symlib.make_program(PROGRAM, task), VARIA
 width = symlib.build_model(run_cfg.model_config()).state_size()  # the state the search intervenes on
 check_fits(das_cfg, width)
 replace(das_cfg, alignment="boundless", max_steps=budget("boundless"))  # checks BOUNDLESS_MAX_STEPS
+replace(das_cfg, max_steps=budget(ALIGNMENT, illustration=True))  # checks ILLUSTRATION_STEPS
 store = symlib.ResultsStore() if USE_STORE else None
 das_cfg
 
@@ -132,6 +138,11 @@ print("example counterfactual:", task.decode(test.tokens[i]), f"(swap after toke
 # - **wrong labels**: the same search trained and tested on a fixed permutation of the swapped
 #   values: a map flexible enough to fit any labelling scores high here too;
 # - **wrong program**: the same search against another program's labels (Up-Up for Up-Down).
+#
+# Each search runs until it has **converged**: its best validation IIA on changed pairs has
+# gained less than 0.005 over the last 1000 steps (or its validation trial IIA reached 0.995).
+# A search stopped by its step cap instead says so (`converged` False) and is not a finding.
+# The left panel below is the search's validation curve: how IIA grows with the budget.
 
 # %%
 main = run_das_with_controls(model, task, das_cfg, store=store)
@@ -139,17 +150,28 @@ m = main.metrics
 ctl = m["controls"]
 print(f"DAS: IIA {m['iia_test']:.3f} on test pairs, {m['iia_changed_test']:.3f} on changed ones "
       f"({m['steps']} steps, {m['seconds']:.0f} s, {m['stopped_because']}); best control on changed pairs {m['control_max_changed_test']:.3f}")
+print("learned controls: " + ", ".join(f"{k} {v['steps']} steps, {'converged' if v['converged'] else 'not converged'}"
+                                       for k, v in ctl.items() if v.get("steps") is not None))
+# how IIA grows with the budget: the best validation changed-pair IIA reached by each number of steps
+budget_curve = [(h["step"], h["val_iia_changed"]) for h in main.history if h.get("val_iia_changed") is not None]
+best_by = lambda n: max((v for st, v in budget_curve if st <= n), default=None)
+print("best validation changed-pair IIA by step: " + ", ".join(
+    f"{n}: {best_by(n):.3f}" for n in (250, 500, 1000, 2000, 4000, 8000) if n <= m["steps"] and best_by(n) is not None))
 if "iia_changed_test_heldout" in m:
     print(f"on held-out counts: IIA {m['iia_test_heldout']:.3f}, changed {m['iia_changed_test_heldout']:.3f}")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 if main.history:
-    axes[0].plot([h["step"] for h in main.history], [h["val_iia"] for h in main.history], "o-", label="all validation pairs")
-    axes[0].plot([h["step"] for h in main.history], [h["val_iia_changed"] for h in main.history], "s--", label="changed pairs")
+    axes[0].plot([h["step"] for h in main.history], [h["val_iia"] for h in main.history], "-", lw=1, label="all validation pairs")
+    axes[0].plot([h["step"] for h in main.history], [h["val_iia_changed"] for h in main.history], "-", lw=1, label="changed pairs")
+    if not smoke and m["steps"] > ILLUSTRATION_STEPS:
+        axes[0].axvline(ILLUSTRATION_STEPS, color="grey", ls=":", lw=1)
+        axes[0].text(ILLUSTRATION_STEPS, 0.05, f" {ILLUSTRATION_STEPS} steps\n (the illustrations' cap)", fontsize=7, color="grey")
 axes[0].set_xlabel("DAS step"); axes[0].set_ylabel("validation trial IIA"); axes[0].set_ylim(-0.02, 1.02); axes[0].grid(alpha=0.3)
-axes[0].legend(frameon=False, fontsize=8)
-axes[0].set_title(f"{arch}: the search ({ALIGNMENT}, {N_UNITS} dims)", fontsize=10, loc="left")
+axes[0].legend(frameon=False, fontsize=8, loc="lower right")
+axes[0].set_title(f"{arch}: the search ({ALIGNMENT}, {N_UNITS} dims), "
+                  f"{'converged' if m['converged'] else 'stopped at its cap'} at step {m['steps']}", fontsize=10, loc="left")
 bars = {"DAS": m, **ctl}
 x = np.arange(len(bars))
 axes[1].bar(x - 0.2, [v["iia_test"] for v in bars.values()], 0.4, label="all test pairs", color="#9ecae1", edgecolor="black", linewidth=0.4)
@@ -190,16 +212,18 @@ assert np.isfinite(line["r_test"])
 
 # %% [markdown]
 # ## 5. How many dimensions does the count need?
-# Every size runs the same budget (`MAX_STEPS`, no early stop), all in one batched pass over
-# the frozen network, so the curve shows what size buys rather than how fast each size learns.
+# Every size runs under the same rule and the illustrations' cap (`ILLUSTRATION_STEPS`), all
+# in one batched pass over the frozen network; each size says whether it converged within it.
 
 # %%
 t0 = time.perf_counter()
-sweep_res = symlib.subspace_sweep(model, task, replace(das_cfg, alignment="orthogonal", max_steps=budget("orthogonal")), sweep, store=store)
+sweep_res = symlib.subspace_sweep(model, task, replace(das_cfg, alignment="orthogonal", max_steps=budget("orthogonal", True)), sweep, store=store)
 sweep_seconds = max(r.metrics["seconds"] for r in sweep_res.values()) if sweep_res else 0.0
-iia_vs_units = {k: {"iia_test": r.metrics["iia_test"], "iia_changed_test": r.metrics["iia_changed_test"]} for k, r in sweep_res.items()}
+iia_vs_units = {k: {"iia_test": r.metrics["iia_test"], "iia_changed_test": r.metrics["iia_changed_test"], "steps": r.metrics["steps"],
+                    "converged": r.metrics["converged"]} for k, r in sweep_res.items()}
 for k, v in iia_vs_units.items():
-    print(f"n_units={k:3d}: IIA {v['iia_test']:.3f}, changed {v['iia_changed_test']:.3f}")
+    print(f"n_units={k:3d}: IIA {v['iia_test']:.3f}, changed {v['iia_changed_test']:.3f} "
+          f"({v['steps']} steps, {'converged' if v['converged'] else 'not converged'})")
 print(f"the sweep of {len(sweep_res)} sizes searched in {sweep_seconds:.0f} s; the main search took {m['seconds']:.0f} s "
       f"(this call: {time.perf_counter() - t0:.0f} s, cached searches are loaded)")
 own = None
@@ -208,7 +232,7 @@ if 1 in sweep_res:
     print(f"the 1-dim alignment's own coordinate against the count, no fitting: r = {own:.3f}")
 fig = plotting.plot_iia_vs_units({f"{arch}: all pairs": {k: v["iia_test"] for k, v in iia_vs_units.items()},
                                   f"{arch}: changed pairs": {k: v["iia_changed_test"] for k, v in iia_vs_units.items()}},
-                                 chance=ctl["no_swap"]["iia_test"], title=f"{arch}: test IIA against subspace size ({budget('orthogonal')} steps each)")
+                                 chance=ctl["no_swap"]["iia_test"], title=f"{arch}: test IIA against subspace size (at most {budget('orthogonal', True)} steps each)")
 plotting.save_figure(fig, f"03_iia_vs_units_{arch}")
 assert all(0 <= v["iia_test"] <= 1 for v in iia_vs_units.values())
 
@@ -218,23 +242,27 @@ assert all(0 <= v["iia_test"] <= 1 for v in iia_vs_units.values())
 # network (revnet) and a rotation that learns its own subspace size (boundless) are the
 # alternatives. The more expressive a map, the more it could fit labels that no variable
 # explains, so each alignment function gets its own controls, on the same test pairs. With
-# `COMPARE`, every architecture gets every alignment function.
+# `COMPARE`, every architecture gets every alignment function. (An affine map, a linear one
+# with an offset, is left out: within one network its offset cancels and it searches exactly
+# what the linear map does; it matters between networks, chapter 06.) Apart from the main
+# search, these run at the illustrations' cap; the `converged` column says which finished.
 
 # %%
 archs = ["gru", "lstm", "transformer"] if COMPARE else [arch]
 table = []
 for a in archs:
     net = model if a == arch else symlib.load_or_train(TASK, a, SEED, device=DEVICE, **train_kw).model
-    for kind in symlib.ALIGNMENT_NAMES:
-        res = main if (a == arch and kind == ALIGNMENT) else run_das_with_controls(net, task, replace(das_cfg, alignment=kind, max_steps=budget(kind)),
-                                                                                    store=store, progress=False)
+    for kind in [k for k in symlib.ALIGNMENT_NAMES if k != "affine"]:
+        res = main if (a == arch and kind == ALIGNMENT) else run_das_with_controls(
+            net, task, replace(das_cfg, alignment=kind, max_steps=budget(kind, illustration=True)), store=store, progress=False)
         r = res.metrics
         table.append({"arch": a, "alignment": kind, "iia_test": r["iia_test"], "iia_changed_test": r["iia_changed_test"],
                       "iia_changed_test_heldout": r.get("iia_changed_test_heldout"), "n_units": r["n_units"],
                       "learned_n_units": r["learned_n_units"], "boundary": r["boundary"], "steps": r["steps"], "seconds": r["seconds"],
-                      "stopped_because": r["stopped_because"],
+                      "stopped_because": r["stopped_because"], "converged": r["converged"],
                       "control_max_changed_test": r["control_max_changed_test"], "controls": r["controls"]})
-        print(f"{a:12s} {kind:10s} IIA {r['iia_test']:.3f} changed {r['iia_changed_test']:.3f} | controls on changed: "
+        print(f"{a:12s} {kind:10s} IIA {r['iia_test']:.3f} changed {r['iia_changed_test']:.3f} "
+              f"({r['steps']} steps, {'converged' if r['converged'] else 'not converged'}) | controls on changed: "
               + ", ".join(f"{k} {v['iia_changed_test']:.3f}" for k, v in r["controls"].items())
               + (f" | boundless kept {r['n_units']} dims (boundary {r['boundary']:.2f})" if kind == "boundless" else ""))
 fig = plotting.plot_iia_bars({f"{row['arch']}\n{row['alignment']}": {"DAS": row["iia_changed_test"],
@@ -270,6 +298,8 @@ explorer
 # ## Summary
 # - The changed-pair IIA against the best control that can score there is the number to read:
 #   raw IIA and the no-swap control share the free points of swaps that change nothing.
+# - A search is a finding only once it has converged; the validation curve shows how far a
+#   shorter budget would have stopped from its plateau.
 # - Recurrent networks hold a count that can be swapped like Up-Down's variable, also on
 #   counts held out of training; a Transformer's state at one position does not.
 # - A number line fitted on the learned subspace says little on its own (random subspaces
@@ -279,7 +309,8 @@ explorer
 # %%
 symlib.write_results(RESULTS_PATH, {
     "arch": arch, "task": TASK, "program": PROGRAM, "variable": VARIABLE, "alignment": ALIGNMENT, "n_units": m["n_units"],
-    "max_steps": das_cfg.max_steps, "n_test": m["n_test"],
+    "max_steps": das_cfg.max_steps, "illustration_steps": budget("orthogonal", True), "n_test": m["n_test"], "converged": m["converged"],
+    "budget_curve": budget_curve,
     **{k: m.get(k) for k in ("iia_test", "iia_changed_test", "iia_token_test", "iia_test_heldout", "iia_changed_test_heldout",
                              "iia_val", "steps", "best_step", "seconds", "stopped_because", "learned_n_units", "boundary",
                              "control_max_changed_test", "control_max_changed_main", "changed_fraction_test")},
