@@ -30,6 +30,7 @@ VARIABLES = "count"  # count (each program's number variable), resp_count (Up-Up
 SEEDS = "0"  # network seeds for the table (a mean and 95% interval needs 2 or more)
 SEED = 0  # seed of the networks studied one by one (SameObject, attention, the reviewer questions)
 SAMEOBJECT_ARCH = "gru"  # the network whose SameObject training is examined
+MAX_STEPS = 600  # cap of each search run here (an illustration: each row says whether it converged); the sweeps (make compare-seeds) search to convergence
 GRID_TABLE = ""  # results.csv of a finished sweep (make compare-grid) to read instead of searching; empty: search now
 USE_STORE = True  # reuse searches cached in data/das_store (chapters 03 and 04 share them)
 SMOKE = False  # tiny run for the test suite; the test suite also sets SYMLIB_SMOKE to 1
@@ -71,14 +72,17 @@ def cells_for(archs, tasks, programs, variables, seeds):
 cells = cells_for(archs, tasks, programs, variables, seeds)
 if not cells:
     raise ValueError(f"no program in PROGRAMS={PROGRAMS!r} has a variable in VARIABLES={VARIABLES!r}")
-common = dict(device=DEVICE, store=USE_STORE, smoke=smoke)
+if MAX_STEPS < 1:
+    raise ValueError(f"MAX_STEPS={MAX_STEPS!r}: a search needs at least one step")
+common = dict(device=DEVICE, store=USE_STORE, smoke=smoke, max_steps=MAX_STEPS)
 # every check runs before any network is trained or anything is written
 for c in cells + [dict(arch=SAMEOBJECT_ARCH, task="sameobject", program="up_down", variable="count")]:
     compare.validate_params(c)
 if GRID_TABLE and not Path(GRID_TABLE).exists():
     raise FileNotFoundError(f"GRID_TABLE={GRID_TABLE!r} does not exist; run `make compare-grid` first or leave it empty")
 print(f"{len(cells)} cells in the table; search budget per cell: "
-      f"{compare.SMOKE_SEARCH if smoke else {k: compare.COMPARE_SEARCH[k] for k in ('max_steps', 'n_train', 'n_val', 'n_test', 'n_test_heldout')}}")
+      f"{compare.SMOKE_SEARCH if smoke else {**{k: compare.COMPARE_SEARCH[k] for k in ('n_train', 'n_val', 'n_test', 'n_test_heldout')}, 'max_steps': MAX_STEPS}}"
+      " (each stops earlier once converged)")
 
 # %% [markdown]
 # ## 1. Three programs, three hypotheses

@@ -150,8 +150,11 @@ def compare_cell(arch: str = "gru", task: str = "multiobject", program: str = "u
            "frac_changed_test": m["n_changed_test"] / max(m["n_test"], 1),
            "iia_changed_test_heldout": m.get("iia_changed_test_heldout"),
            "iia_token_test": m.get("iia_token_test"), "steps": m.get("steps"), "stopped_because": m.get("stopped_because"),
+           "converged": m.get("converged"),
            "search_seconds": round(time.perf_counter() - t0, 1), "cached": bool(m.get("cached"))}
     for name, c in m["controls"].items():
+        if c.get("steps") is not None:  # a learned control: did it converge?
+            row[f"{name}_converged"] = c.get("converged")
         row[f"{name}_iia_test"] = c.get("iia_test")
         row[f"{name}_iia_changed_test"] = c.get("iia_changed_test")
         row[f"{name}_iia_changed_main"] = c.get("iia_changed_main")
