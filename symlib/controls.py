@@ -212,12 +212,10 @@ class NaturalStateSwap(nn.Module):
 
 
 def _variable_keys(prog: Program, state: dict) -> torch.Tensor:
-    """One int64 per state from the values of the program's variables (``prog.variables``),
-    any shape; the trial's ``n`` is left out: the network learns it only from where ``T`` comes."""
-    key = torch.zeros_like(prog.read(state, prog.variables[0])).long()
-    for v in prog.variables:
-        key = key * 4096 + (prog.read(state, v).long() + 2048)
-    return key
+    """Each state as a row of its program variables' values (``prog.variables``): fields of shape
+    S -> (*S, n_variables) int64, compared exactly by ``mas.cl_targets``; the trial's ``n`` is left
+    out: the network learns it only from where ``T`` comes."""
+    return torch.stack([prog.read(state, v).long() for v in prog.variables], -1)
 
 
 @torch.no_grad()
