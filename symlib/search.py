@@ -16,16 +16,19 @@ Two pieces describe a search:
 - a ``Search``: the maps that learn and stop together, the directions that supervise them
   by behaviour (cross-entropy of the target network's predictions after the interchange,
   one loss per target network over its directions' tokens) or by the counterfactual-latent
-  loss alone (``cl_directions``), its config (``lr``, ``batch_size``, ``max_steps``,
-  ``eval_every``, ``target_iia``, ``patience``) and its record: the validation history,
-  the best maps so far and why it stopped.
+  loss alone (``cl_directions``), its config (``SearchConfig``: ``lr``, ``batch_size``,
+  ``max_steps``, ``eval_every`` and the stopping rule) and its record: the validation
+  history, the best maps so far, why it stopped and whether it converged.
 
 Each step, every running search draws a batch per direction; the intervened states going
 into one (network, site) run through the network in one pass, whichever search they
 belong to; one Adam updates every map of every running search. Every ``eval_every`` steps
 a search is validated on its validation pairs (mean trial IIA and loss over its
-behavioural directions) and decides on its own whether to stop; its best maps (validation
-IIA, then loss) are the ones it returns. A search that stops no longer trains while the
+behavioural directions) and decides on its own whether to stop: it has *converged* once its
+validation trial IIA reaches ``target_iia`` or its best validation changed-pair IIA has
+gained less than ``plateau_tol`` over the last ``plateau_steps`` steps; the cap
+(``max_steps``) and the optional loss rule (``patience``) stop it unconverged. Its best maps
+(validation IIA, then loss) are the ones it returns. A search that stops no longer trains while the
 others go on, so a batch of searches equals the same searches run one by one up to float
 error.
 """
