@@ -31,8 +31,9 @@ def row_positions(html: str, row: str, cls: str) -> list[int]:
 
 def test_explorer_config_is_chapter_03s_default_search():
     """The explorer looks up exactly the search chapter 03 stores by default (and at smoke size, its smoke search)."""
-    ch03 = symlib.DASConfig(program="up_down", variable="count", alignment="orthogonal", n_units=16, seed=0, max_steps=600,
+    ch03 = symlib.DASConfig(program="up_down", variable="count", alignment="orthogonal", n_units=16, seed=0, max_steps=20000,
                             n_train=10000, n_val=1000, n_test=1000, n_test_heldout=500, eval_every=50)
+    assert ch03.plateau_steps == 1000 and ch03.plateau_tol == 0.005 and ch03.patience == 0  # to convergence, as chapter 03's main search
     assert widgets.explorer_config(smoke=False) == ch03
     ch03_smoke = symlib.DASConfig(program="up_down", variable="count", alignment="orthogonal", n_units=16, seed=0, max_steps=20,
                                   n_train=256, n_val=128, n_test=128, n_test_heldout=64, eval_every=10)
