@@ -72,15 +72,14 @@ class MASNetwork:
 
 @dataclass
 class MASConfig(search.SearchConfig):
-    """One MAS search (the shared fields are ``search.SearchConfig``'s). ``directions``: "all"
+    """One MAS search (the shared fields are ``search.SearchConfig``'s, budgets included: to
+    convergence, capped at 20 000 steps, as a DAS search). ``directions``: "all"
     (every source x target), "self" (the diagonal only: one DAS per network, trained together)
     or a list of (source, target) names. ``cl_directions``: directions trained only by the
     counterfactual-latent loss (not also in ``directions``). ``cl_eps``: weight of the CL loss
     on the behavioural directions (0: none). ``batch_size``: pairs per target network per
     step, spread over its sources."""
 
-    max_steps: int = 600
-    patience: int = 4
     directions: str | list = "all"
     cl_directions: list = field(default_factory=list)
     cl_eps: float = 0.0
