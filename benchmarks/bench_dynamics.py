@@ -2,8 +2,8 @@
 
 Goal (issue 8): IIA at >= 15 checkpoints of one GRU run in <= 3 minutes on the 2-core CPU.
 Uses the book's seed-0 GRU on MultiObject (trained first if missing), every checkpoint,
-the chapter's search (``symlib.dynamics.DYNAMICS_SEARCH``, 16 dims, 600 steps for a fresh
-start) with the ``initial`` control, no cache. ``--cold`` also runs every checkpoint from
+the chapter's search (``symlib.dynamics.DYNAMICS_SEARCH``, 16 dims, each search to
+convergence, warm or fresh) with the ``initial`` control, no cache. ``--cold`` also runs every checkpoint from
 a fresh alignment with the full budget, and reports how far the two disagree.
 
     python benchmarks/bench_dynamics.py [--cold] [--seed 0]

@@ -28,7 +28,7 @@ SEED = 0  # the seed looked at closely (gradience, warm against cold) and of the
 TASK = "multiobject"  # the task the networks learn
 AFTER_SOLVE = 200  # steps of training after the task is solved (200: the book's own runs, shared with chapters 02-04)
 N_CHECKPOINTS = 10  # checkpoints searched per run, spread over it (0: every checkpoint)
-WARM_STEPS = 150  # steps of a search that starts from the previous checkpoint's alignment
+WARM_STEPS = 0  # cap on a search warm-started from the previous checkpoint's alignment (0: the fresh cap, 20 000); every search stops on the convergence rule
 COLD_CHECK = 3  # checkpoints of one run searched again from scratch, to check warm starts (0: skip)
 USE_STORE = True  # reuse searches cached in data/das_store
 SMOKE = False  # tiny run for the test suite; the test suite also sets SYMLIB_SMOKE to 1
@@ -60,16 +60,22 @@ if len(set(seeds)) != len(seeds):
     raise ValueError(f"SEEDS={SEEDS!r} repeats a seed")
 if SEED not in seeds:
     raise ValueError(f"SEED={SEED} must be one of SEEDS={SEEDS!r}")
-if AFTER_SOLVE < 0 or N_CHECKPOINTS < 0 or N_CHECKPOINTS == 1 or WARM_STEPS < 1 or COLD_CHECK < 0:
-    raise ValueError("AFTER_SOLVE, COLD_CHECK >= 0; N_CHECKPOINTS 0 or >= 2; WARM_STEPS >= 1")
+for name, value, allowed in (("AFTER_SOLVE", AFTER_SOLVE, AFTER_SOLVE >= 0), ("COLD_CHECK", COLD_CHECK, COLD_CHECK >= 0),
+                              ("WARM_STEPS", WARM_STEPS, WARM_STEPS >= 0),
+                              ("N_CHECKPOINTS", N_CHECKPOINTS, N_CHECKPOINTS == 0 or N_CHECKPOINTS >= 2)):
+    if not allowed:
+        raise ValueError(f"{name}={value!r} is not allowed: AFTER_SOLVE, COLD_CHECK and WARM_STEPS >= 0 (WARM_STEPS 0: the fresh "
+                         "search's cap); N_CHECKPOINTS 0 (every checkpoint) or >= 2")
 train_kw = dict(d_model=32, max_steps=50, n_eval_trials=64, n_train_trials=256) if smoke else {}
 search = dict(dynamics.DYNAMICS_SEARCH, seed=SEED)
 if smoke:
     search.update(n_units=4, max_steps=20, eval_every=10, n_train=256, n_val=128, n_test=128)
-warm_steps = 10 if smoke else WARM_STEPS
+warm_steps = 10 if smoke else (WARM_STEPS or None)
 n_ckpt = N_CHECKPOINTS or None
 print(f"{len(archs)} architecture(s) x {len(seeds)} seeds; search at each checkpoint: "
-      f"{search['alignment']}, {search['n_units']} dims, {search['max_steps']} steps fresh, {warm_steps} warm")
+      f"{search['alignment']}, {search['n_units']} dims, to convergence (validation changed-pair IIA gaining < "
+      f"{search.get('plateau_tol', 0)} over {search.get('plateau_steps', 0)} steps), capped at {search['max_steps']} steps fresh, "
+      f"{warm_steps or search['max_steps']} warm")
 
 # %% [markdown]
 # ## 1. Runs that go on after solving
@@ -102,9 +108,11 @@ solved
 # on the **same test pairs** for every checkpoint and seed, and measures IIA on the changed
 # test pairs (those whose answer the swap changes), raw IIA, and the untrained alignment as
 # the control. The first search of a run starts fresh; each later one starts from the
-# alignment found at the checkpoint before and runs a short budget, since a network a few
-# dozen steps further on holds its variables nearly where it did. Section 6 checks that this
-# does not bias the result. Task accuracy is what training measured at the same step:
+# alignment found at the checkpoint before, since a network a few dozen steps further on
+# holds its variables nearly where it did, so it reaches its plateau sooner. Every search,
+# warm or fresh, runs until it converges (its best validation IIA on changed pairs gains
+# less than 0.005 over 1000 steps) or hits its cap; the `converged` column says which.
+# Section 6 checks that warm starts do not bias the result. Task accuracy is what training measured at the same step:
 # trials of training counts, of held-out counts (4, 9, 14, 17) and beyond training (21-30).
 
 # %%
@@ -118,7 +126,9 @@ for a, by_seed in runs.items():
         results[(a, s)] = d.results
 dyn = pd.concat(tables, ignore_index=True)
 cols = ["arch", "seed", "step", "iia_changed_test", "iia_test", "initial_iia_changed_test", "trial_acc_train",
-        "trial_acc_heldout", "trial_acc_out_of_range", "search_steps", "cached"]
+        "trial_acc_heldout", "trial_acc_out_of_range", "search_steps", "converged", "cached"]
+print(f"{int(dyn.converged.sum())} of {len(dyn)} searches converged; the rest hit their cap "
+      f"({search['max_steps']} steps fresh, {warm_steps or search['max_steps']} warm)")
 dyn[cols].round(3)
 
 # %%
@@ -349,6 +359,9 @@ if tf is not None and len(tf):
 if cold is not None and len(cold):
     lines_out.append(f"- Warm against cold starts at {len(cold)} checkpoints: mean difference {cold['warm - cold'].mean():+.3f}, "
                      f"largest {cold['warm - cold'].abs().max():.3f}.")
+lines_out.append(f"- {int(dyn.converged.sum())} of {len(dyn)} searches converged (warm starts: "
+                 f"{int(dyn[dyn.start == 'warm'].converged.sum())} of {int((dyn.start == 'warm').sum())}, a median of "
+                 f"{dyn[dyn.start == 'warm'].search_steps.median():.0f} steps; fresh: {dyn[dyn.start == 'cold'].search_steps.median():.0f}).")
 lines_out.append(f"- Larger counts later? Spearman rho between count and the first step at accuracy >= 0.9: "
                  f"{rho.statistic:.2f} ({a0}, seed {SEED}).")
 print("\n".join(lines_out))
@@ -356,7 +369,7 @@ print("\n".join(lines_out))
 # %%
 symlib.write_results(RESULTS_PATH, {
     "iia_by_checkpoint": {a: {int(s): g[["step", "iia_changed_test", "iia_test", "initial_iia_changed_test", "trial_acc_train",
-                                         "trial_acc_heldout", "trial_acc_out_of_range"]].to_dict("records")
+                                         "trial_acc_heldout", "trial_acc_out_of_range", "search_steps", "converged"]].to_dict("records")
                               for s, g in dyn[dyn.arch == a].groupby("seed")} for a in archs},
     "correlation": {a: {k: float(pooled.loc[a][k]) for k in ("r", "lo", "hi", "n")} for a in archs},
     "correlation_by_seed": corr[corr.seed != "pooled"].to_dict("records"),

@@ -2,7 +2,7 @@
 
 A training run keeps its weights at checkpoints, dense early and sparse later
 (``training.is_checkpoint_step``). ``iia_over_training`` runs one alignment search at each
-checkpoint, all on the same test pairs and at one budget, and reads the task accuracy
+checkpoint, all on the same test pairs and each to convergence, and reads the task accuracy
 that training measured at the same step. A search *warm-starts* from the alignment found
 at the checkpoint before (``warm=True``): networks a few hundred steps apart hold their
 variables in nearly the same place, so the search starts close to its answer. ``warm=False``
@@ -33,15 +33,19 @@ import pandas as pd
 from .controls import CHANGED_CONTROLS, control_configs, fixed_controls, iia_changed_main
 from .das import DASConfig, DASResult, run_das_batch
 from .paths import runs_dir
+from .search import BUDGETS
 from .stats import mean_ci
 from .training import TrainConfig, _check_same_recipe, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
 from .utils import check_choice
 
-#: The search at every checkpoint (the book's budget: orthogonal, 16 dims, 600 steps for a
-#: search that starts fresh). A warm start runs ``WARM_STEPS`` steps.
-DYNAMICS_SEARCH = dict(program="up_down", variable="count", alignment="orthogonal", n_units=16, max_steps=600,
-                       eval_every=50, patience=4, n_train=10_000, n_val=1_000, n_test=1_000)
-WARM_STEPS = 150
+#: The search at every checkpoint (orthogonal, 16 dims): to convergence under the book's rule
+#: (``search.BUDGETS["finding"]``: the best validation changed-pair IIA gaining less than 0.005
+#: over 1000 steps, or validation trial IIA 0.995), capped at 20 000 steps, fresh or warm.
+DYNAMICS_SEARCH = dict(BUDGETS["finding"], program="up_down", variable="count", alignment="orthogonal", n_units=16,
+                       n_train=10_000, n_val=1_000, n_test=1_000)
+#: The cap on a warm-started search (None: the fresh search's cap). A warm search stops on the
+#: same convergence rule; a smaller cap makes an illustration whose rows say ``converged`` False.
+WARM_STEPS: int | None = None
 #: Controls at each checkpoint: ``initial`` (the alignment the search started from, evaluated only).
 #: ``wrong_labels`` adds a search of its own per checkpoint (batched with the main one and
 #: warm-started along its own chain): about twice the cost.
@@ -135,15 +139,16 @@ def _history_at(history: list[dict], step: int) -> dict:
 
 
 def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, steps: Sequence[int] | None = None,
-                      warm: bool = True, warm_steps: int = WARM_STEPS, controls: Sequence[str] = DYNAMICS_CONTROLS, store=True, device: str = "auto",
+                      warm: bool = True, warm_steps: int | None = WARM_STEPS, controls: Sequence[str] = DYNAMICS_CONTROLS, store=True, device: str = "auto",
                       progress: bool = True) -> Dynamics:
     """One alignment search per checkpoint of a saved run, on the same test pairs and budget.
 
     cfg: the search (``DYNAMICS_SEARCH`` where it says nothing). steps: the checkpoints
     (default all; see ``pick_checkpoints``), searched in order. warm: start each search from
-    the previous checkpoint's alignment and run it ``warm_steps`` steps at most (the first
-    search starts fresh and runs ``cfg.max_steps``); False starts every one fresh with the
-    full budget. controls: of ``"initial"``, ``"no_swap"``, ``"wrong_labels"``. store: the
+    the previous checkpoint's alignment (the first search starts fresh); False starts every one
+    fresh. Every search stops on ``cfg``'s convergence rule or its cap: ``cfg.max_steps`` for
+    a fresh search, ``warm_steps`` for a warm one (None: ``cfg.max_steps``). Each row says
+    whether its search ``converged`` and why it stopped. controls: of ``"initial"``, ``"no_swap"``, ``"wrong_labels"``. store: the
     results store (True: the default one; None: no caching).
     """
     run_dir = Path(run_dir)
@@ -157,11 +162,12 @@ def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, 
         check_choice("control", c, ("initial", "no_swap", "wrong_labels"))
     base = DASConfig(**{**DYNAMICS_SEARCH, **(cfg if isinstance(cfg, dict) else asdict(cfg) if cfg else {})})
     task = tcfg.make_task()
-    if warm_steps < 1:
-        raise ValueError(f"warm_steps must be >= 1, got {warm_steps}")
+    if warm_steps is not None and (isinstance(warm_steps, bool) or not isinstance(warm_steps, int) or warm_steps < 1):
+        raise ValueError(f"warm_steps={warm_steps!r} is not allowed: an integer >= 1 (a cap on a warm-started search), "
+                         "or None (the fresh search's cap)")
     learned = control_configs(base, task, [c for c in controls if c == "wrong_labels"])
     cold_cfgs = [base, *learned.values()]
-    warm_cfgs = [replace(c, max_steps=warm_steps) for c in cold_cfgs]
+    warm_cfgs = [replace(c, max_steps=warm_steps or c.max_steps) for c in cold_cfgs]
     history = load_run(run_dir).history if (run_dir / "latest.pt").exists() else []
     bar = None
     if progress:
@@ -196,7 +202,8 @@ def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, 
                       and row[f"{c}_iia_changed_test"] is not None]
             row["control_max_changed_test"] = max(scored) if scored else math.nan
             row.update(_history_at(history, step))
-            row.update({"search_steps": main.metrics["steps"], "search_seconds": round(time.perf_counter() - t0, 3),
+            row.update({"search_steps": main.metrics["steps"], "converged": bool(main.metrics["converged"]),
+                        "stopped_because": main.metrics.get("stopped_because"), "search_seconds": round(time.perf_counter() - t0, 3),
                         "cached": bool(main.metrics.get("cached", False)), "start": "warm" if is_warm else "cold"})
             rows.append(row)
             results[step] = main

@@ -85,6 +85,22 @@ def test_iia_over_training_rows_cache_and_cold(run50, tmp_path):
     assert cold.table.iia_test.iloc[0] == pytest.approx(t.iia_test.iloc[0], abs=0.02)  # the same first search (batched alone)
 
 
+def test_warm_and_fresh_searches_stop_on_the_convergence_rule_and_say_so(run50):
+    """With warm_steps None a warm search runs to the same rule as a fresh one (here a plateau rule
+    that fires at its first chance, far below the cap); a warm cap below it stops unconverged."""
+    rule = {**TINY_SEARCH, "max_steps": 400, "plateau_steps": 8, "plateau_tol": 0.999}
+    d = dynamics.iia_over_training(run50, rule, warm=True, warm_steps=None, controls=(), store=None,
+                                   device="cpu", progress=False).table
+    assert d.converged.all() and (d.search_steps < 400).all() and list(d.start) == ["cold", "warm", "warm"]
+    assert d.stopped_because.str.startswith("converged").all()
+    capped = dynamics.iia_over_training(run50, rule, warm=True, warm_steps=4, controls=(), store=None,
+                                        device="cpu", progress=False).table
+    assert list(capped.converged) == [True, False, False] and list(capped.search_steps[1:]) == [4, 4]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=f"warm_steps={bad!r} is not allowed"):
+            dynamics.iia_over_training(run50, rule, warm_steps=bad, controls=(), store=None, device="cpu", progress=False)
+
+
 def test_warm_initial_control_is_the_alignment_the_search_started_from(run50, monkeypatch):
     """The initial control of a warm-started search is the alignment it started from (the previous
     checkpoint's), measured on this checkpoint's test pairs; a cold search's is a fresh one."""

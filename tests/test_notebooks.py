@@ -179,7 +179,7 @@ def test_dynamics_notebook_with_other_parameters(tmp_path):
     for rows in m["iia_by_checkpoint"]["lstm"].values():
         assert [r["step"] for r in rows] == [0, 25, 50]  # every checkpoint of a 50-step smoke run
         for r in rows:
-            for key in ("iia_changed_test", "iia_test", "trial_acc_train", "trial_acc_heldout"):
+            for key in ("iia_changed_test", "iia_test", "trial_acc_train", "trial_acc_heldout", "search_steps", "converged"):
                 assert key in r, key
     assert set(m["correlation"]["lstm"]) >= {"r", "lo", "hi"} and "mean_lag" in m["lag"]["lstm"]
     assert m["warm_vs_cold"] is None and m["transformer_programs"] is None
