@@ -26,7 +26,7 @@ NETWORKS = "gru:0,gru:1,gru:2,lstm:0,transformer:0"  # comma-separated arch:seed
 N_UNITS = 16  # dims of each network's aligned count subspace
 UNITS = "1,2,4,8,16"  # subspace sizes for cross-network IIA against size
 MAX_STEPS = 400  # cap on the steps of the joint searches over all networks (each stops earlier once converged)
-SWEEP_STEPS = 200  # steps of each two-network search in the size sweep, the stitching and the CL experiment (a fixed budget)
+SWEEP_STEPS = 200  # cap on each search of the size sweep, the stitching and the CL experiment (each stops earlier once converged)
 CROSS_TASK = "singleobject"  # a GRU trained on this task is aligned with the first GRU ("" skips it)
 SEED = 0  # seed of the counterfactual pairs and the alignments
 USE_STORE = True  # reuse searches cached in data/das_store
@@ -134,14 +134,21 @@ norm_tbl.round(3)
 # %% [markdown]
 # The diagonal of a joint search is not quite DAS: each network's one rotation must serve
 # every direction at once. For reference, each network's rotation searched for itself
-# alone (only *s* = *t*, on the same pairs, `SWEEP_STEPS` steps):
+# alone (only *s* = *t*, on the same pairs, at most `SWEEP_STEPS` steps):
 
 # %%
-# a fixed budget (an illustration, not a converged finding): no early stop of any kind
-sweep_cfg = mas.MASConfig(**{**vars(base), "max_steps": sweep_steps, "patience": 0, "plateau_steps": 0, "target_iia": 2.0})
+# the same rule as the joint search, with its own cap: a search that hits it is an illustration, and says so
+sweep_cfg = mas.MASConfig(**{**vars(base), "max_steps": sweep_steps})
+sweep_runs = []  # (what, result) of every search below, for the count of those that converged
+
+
+def converged_mark(r, what):
+    sweep_runs.append((what, r))
+    return "" if r.metrics["converged"] else " (capped)"
 alone = mas.run_mas(nets, sweep_cfg, progress=True, store=USE_STORE, directions="self", evaluate_all=False)
 alone_diag = {r.source: r.iia_changed_test for r in alone.table.itertuples()}
-pd.DataFrame({"network": names, "joint search": np.diag(M), f"alone ({sweep_steps} steps)": [alone_diag[n] for n in names]}).round(3)
+alone_label = f"alone ({alone.metrics['steps']} steps{converged_mark(alone, 'alone')})"
+pd.DataFrame({"network": names, "joint search": np.diag(M), alone_label: [alone_diag[n] for n in names]}).round(3)
 
 
 # %%
@@ -196,7 +203,7 @@ pairs_tbl.round(3)
 
 # %% [markdown]
 # ## 4. How many dimensions does the shared count need?
-# Two networks at a time, one search per subspace size, each at the same budget; the
+# Two networks at a time, one search per subspace size, each under the same rule and cap; the
 # cross-network IIA is the mean of the two cross directions (changed test pairs).
 
 # %%
@@ -219,8 +226,10 @@ for label, other in partners.items():
         vs_units[label][k] = float(np.mean([c.iia_changed_test for c in cross]))
         sweep_rows.append({"pair": label, "n_units": k, "cross_iia_changed": vs_units[label][k],
                            f"{g0.name} -> {other.name}": cross[0].iia_changed_test, f"{other.name} -> {g0.name}": cross[1].iia_changed_test,
-                           "control": float(np.mean([c.initial_iia_changed_test for c in cross]))})
-fig = plotting.plot_iia_vs_units(vs_units, title=f"cross-network count IIA (changed pairs) against subspace size, {sweep_steps} steps each")
+                           "control": float(np.mean([c.initial_iia_changed_test for c in cross])),
+                           "steps": r.metrics["steps"], "converged": r.metrics["converged"]})
+        converged_mark(r, f"{label} {k} dims")
+fig = plotting.plot_iia_vs_units(vs_units, title=f"cross-network count IIA (changed pairs) against subspace size, at most {sweep_steps} steps each")
 fig.axes[0].set_ylabel("cross-network IIA (changed pairs)")
 plotting.save_figure(fig, "06_mas_iia_vs_units")
 pd.DataFrame(sweep_rows).round(3)
@@ -230,7 +239,7 @@ pd.DataFrame(sweep_rows).round(3)
 # A rotation keeps lengths. A GRU's state is bounded (|h| <= 1), while an LSTM's state holds
 # its cell state, which is not; if the LSTM keeps its count at a larger scale, no rotation
 # can write a GRU's count into it at the scale it needs. Two ways round it: a general
-# invertible linear map per network (`alignment="linear"`, which can rescale; searched with
+# invertible linear map per network (`alignment="linear"`, which can rescale; capped at
 # three times the steps) and rotations on z-scored states (`normalise=True`, as above). The
 # same two networks, each way:
 
@@ -243,11 +252,12 @@ for n in nets:
 if lstm_net is not None and lstm_net is not g0:
     lin = mas.run_mas([g0, lstm_net], sweep_cfg, progress=True, store=USE_STORE, alignment="linear", max_steps=3 * sweep_steps)
     rot = mas.run_mas([g0, lstm_net], sweep_cfg, progress=False, store=USE_STORE, n_units=n_units)
-    linear_pair = rot.table[["source", "target", "iia_changed_test"]].rename(columns={"iia_changed_test": f"rotation, {sweep_steps} steps"})
-    linear_pair[f"linear, {3 * sweep_steps} steps"] = lin.table.iia_changed_test.to_numpy()
-    linear_pair["control (linear, untrained)"] = lin.table.initial_iia_changed_test.to_numpy()
     zs = mas.run_mas([g0, lstm_net], sweep_cfg, progress=False, store=USE_STORE, n_units=n_units, normalise=True)
-    linear_pair[f"rotation on z-scored states, {sweep_steps} steps"] = zs.table.iia_changed_test.to_numpy()
+    linear_pair = rot.table[["source", "target", "iia_changed_test"]].rename(
+        columns={"iia_changed_test": f"rotation, {rot.metrics['steps']} steps{converged_mark(rot, 'rotation')}"})
+    linear_pair[f"linear, {lin.metrics['steps']} steps{converged_mark(lin, 'linear')}"] = lin.table.iia_changed_test.to_numpy()
+    linear_pair["control (linear, untrained)"] = lin.table.initial_iia_changed_test.to_numpy()
+    linear_pair[f"rotation on z-scored states, {zs.metrics['steps']} steps{converged_mark(zs, 'z-scored')}"] = zs.table.iia_changed_test.to_numpy()
     print(linear_pair.round(3).to_string(index=False))
 pd.DataFrame(scale_rows).round(3)
 
@@ -262,6 +272,7 @@ pd.DataFrame(scale_rows).round(3)
 # %%
 stitch_dirs = [(g0.name, o.name) for o in partners.values()] + [(o.name, g0.name) for o in partners.values()]
 stitch = mas.run_stitching(nets, sweep_cfg, progress=True, store=USE_STORE, directions=stitch_dirs)
+print(f"stitching: {stitch.metrics['steps']} steps{converged_mark(stitch, 'stitching') or ', converged'}")
 S = stitch.matrix("iia_changed_test")
 st_tbl = stitch.table[["source", "target", "iia_changed_test", "iia_test", "initial_iia_changed_test"]].copy()
 st_tbl["mas_count_iia_changed"] = [M[names.index(s), names.index(t)] for s, t in zip(st_tbl.source, st_tbl.target)]
@@ -281,6 +292,8 @@ A, B = nets[0], nets[1]
 cl_res = mas.run_mas([A, B], sweep_cfg, progress=True, store=USE_STORE, directions=[(A.name, A.name), (B.name, A.name)],
                      cl_directions=[(A.name, B.name), (B.name, B.name)])
 beh_res = mas.run_mas([A, B], sweep_cfg, progress=False, store=USE_STORE)
+print(f"CL search: {cl_res.metrics['steps']} steps{converged_mark(cl_res, 'CL') or ', converged'}; "
+      f"behavioural: {beh_res.metrics['steps']} steps{converged_mark(beh_res, 'behavioural') or ', converged'}")
 tc, tb = cl_res.table.set_index(["source", "target"]), beh_res.table.set_index(["source", "target"])
 cl_rows = []
 for d in [(A.name, B.name), (B.name, B.name)]:
@@ -304,6 +317,7 @@ if CROSS_TASK:
     run_x = symlib.load_or_train(CROSS_TASK, "gru", SEED, device=DEVICE, progress=True, **train_kw)
     xnet = mas.MASNetwork(f"gru:{SEED} ({CROSS_TASK})", run_x.model, other_task)
     cross = mas.run_mas([g0, xnet], sweep_cfg, progress=True, store=USE_STORE)
+    converged_mark(cross, "cross-task")
     print(f"{xnet.name}: trial accuracy {run_x.summary['trial_acc_train']:.3f}")
     print(cross.table[["source", "target", "iia_changed_test", "iia_test", "initial_iia_changed_test"]].round(3).to_string(index=False))
 else:
@@ -365,6 +379,10 @@ lines_out.append(f"- CL loss alone into {B.name}: " + "; ".join(
 if cross is not None:
     lines_out.append(f"- Across tasks ({CROSS_TASK} GRU with {g0.name}): "
                      + ", ".join(f"{r.source} -> {r.target} {r.iia_changed_test:.3f}" for r in cross.table.itertuples() if r.source != r.target) + ".")
+capped = [what for what, r in sweep_runs if not r.metrics["converged"]]
+lines_out.append(f"- Budget: joint searches capped at {max_steps} steps, the others at {sweep_steps}; "
+                 f"{len(sweep_runs) - len(capped)} of {len(sweep_runs)} other searches converged"
+                 + (f"; capped (illustrations, not findings): {', '.join(capped)}." if capped else "."))
 print("\n".join(lines_out))
 
 
@@ -394,5 +412,7 @@ symlib.write_results(RESULTS_PATH, {
     "search": {"steps": res.metrics["steps"], "stopped_because": res.metrics["stopped_because"], "converged": res.metrics["converged"]},
     "search_normalised": {"steps": res_norm.metrics["steps"], "stopped_because": res_norm.metrics["stopped_because"],
                           "converged": res_norm.metrics["converged"]},
+    "sweep_searches": [{"what": what, "steps": r.metrics["steps"], "converged": r.metrics["converged"]} for what, r in sweep_runs],
+    "budget": {"max_steps": max_steps, "sweep_steps": sweep_steps, "plateau_steps": base.plateau_steps, "plateau_tol": base.plateau_tol},
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
 })

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -129,6 +130,48 @@ def training_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: The markers between which ``--readme`` writes the report into a markdown file.
+README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"
+
+
+def findings_report(df: pd.DataFrame, budget: dict, command: str) -> str:
+    """The findings as markdown, made only from the tidy table ``df`` (as saved by ``main``):
+    the budget, the networks, IIA on changed and on all test pairs, held-out counts, steps and
+    whether each search converged. ``command``: the command that printed it, stated under it."""
+    summary = summarise_findings(df)
+    das = df[df.measure == "das"]
+    seeds = sorted(int(s) for s in set(das.seed))
+    out = [f"{das.task.iloc[0]}, {das.program.iloc[0]} {das.variable.iloc[0]}, {das.alignment.iloc[0]} "
+           f"{int(das.n_units.iloc[0])} dims; every search to convergence (best validation changed-pair IIA gaining "
+           f"< {budget['plateau_tol']} over {budget['plateau_steps']} steps, or validation trial IIA {budget['target_iia']}), "
+           f"capped at {budget['max_steps']} steps; {budget['n_train']} train / {budget['n_val']} val / {budget['n_test']} "
+           f"test pairs (+ {budget['n_test_heldout']} on held-out counts); network seeds {', '.join(map(str, seeds))}.",
+           "", "The networks (best checkpoint, judged on training counts):", "", training_markdown(df),
+           "", "IIA on changed test pairs, mean [95% bootstrap interval over seeds]:", "",
+           findings_markdown(summary, "iia_changed_test", df),
+           "", "Raw IIA on all test pairs:", "", findings_markdown(summary, "iia_test")]
+    if "iia_changed_test_heldout" in summary and summary["iia_changed_test_heldout"].notna().any():
+        out += ["", "IIA on changed test pairs with held-out counts (4, 9, 14, 17):", "",
+                findings_markdown(summary, "iia_changed_test_heldout")]
+    steps = das.groupby("arch", sort=False).steps.agg(["min", "max"])
+    out += ["", "Steps each main search took (min-max over seeds): "
+            + "; ".join(f"{a} {int(r['min'])}-{int(r['max'])}" for a, r in steps.iterrows()) + ".",
+            "", f"Printed by `{command}`."]
+    return "\n".join(out)
+
+
+def write_between_markers(path: str | Path, text: str) -> None:
+    """Replace what lies between ``README_START`` and ``README_END`` in the file at ``path`` with
+    ``text``; the file must hold both markers once, in order (checked before anything is written)."""
+    path = Path(path)
+    doc = path.read_text()
+    if doc.count(README_START) != 1 or doc.count(README_END) != 1 or doc.index(README_START) > doc.index(README_END):
+        raise ValueError(f"{path} must hold {README_START!r} then {README_END!r}, once each")
+    head, rest = doc.split(README_START)
+    _, tail = rest.split(README_END)
+    path.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m symlib.findings", description=__doc__.split("\n\n")[0])
     ap.add_argument("--archs", default="gru,lstm,transformer")
@@ -141,7 +184,19 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=FINDINGS_SEARCH["max_steps"])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="", help="CSV for the tidy table (default data/findings/<task>-<program>-<variable>-<alignment>.csv)")
+    ap.add_argument("--report", default="", help="print the findings from this saved tidy table (CSV) and run nothing")
+    ap.add_argument("--readme", default="", help="with --report: also write them between the findings markers of this markdown file")
     args = ap.parse_args(argv)
+    if args.readme and not args.report:
+        ap.error("--readme needs --report CSV")
+    if args.report:
+        df = pd.read_csv(args.report)
+        budget = asdict(DASConfig(**{**FINDINGS_SEARCH, "max_steps": int(df.max_steps.iloc[0])}))
+        text = findings_report(df, budget, f"python -m symlib.findings --report {args.report}")
+        print(text)
+        if args.readme:
+            write_between_markers(args.readme, text)
+        return 0
     archs = parse_list(args.archs, str, "archs")
     seeds = parse_list(args.seeds, int, "seeds")
     search = {"program": args.program, "variable": args.variable, "alignment": args.alignment, "n_units": args.n_units,
@@ -156,19 +211,8 @@ def main(argv=None) -> int:
     df.to_csv(out, index=False)
     summary = summarise_findings(df)
     summary.to_csv(out.replace(".csv", "-summary.csv"), index=False)
-    budget = {**FINDINGS_SEARCH, **search}
-    print(f"\n{args.task}, {args.program} {args.variable}, {args.alignment} {args.n_units} dims; budget: to convergence "
-          f"(best validation changed-pair IIA gaining < {budget['plateau_tol']} over {budget['plateau_steps']} steps), cap {budget['max_steps']} steps, "
-          f"{budget['n_train']} train / {budget['n_val']} val / {budget['n_test']} test pairs; seeds {seeds}\n")
-    print("The networks (best checkpoint, judged on training counts):\n")
-    print(training_markdown(df))
-    print("\nIIA on changed test pairs, mean [95% bootstrap interval over seeds]:\n")
-    print(findings_markdown(summary, "iia_changed_test", df))
-    print("\nRaw IIA on test pairs:\n")
-    print(findings_markdown(summary, "iia_test", df))
-    if "iia_changed_test_heldout" in summary:
-        print("\nIIA on changed test pairs with held-out counts (4, 9, 14, 17):\n")
-        print(findings_markdown(summary, "iia_changed_test_heldout"))
+    print("\n" + findings_report(df, asdict(DASConfig(**{**FINDINGS_SEARCH, **search})),
+                                  f"python -m symlib.findings --report {out}"))
     print(f"\ntables: {out}")
     return 0
 

@@ -211,6 +211,11 @@ def test_mas_notebook_with_other_parameters(tmp_path):
     assert set(m["mas_iia_vs_units"]) == {"GRU-LSTM"} and set(m["mas_iia_vs_units"]["GRU-LSTM"]) == {"1", "2"}
     assert set(m["cl_iia"]) == {"lstm:5 -> gru:5", "gru:5 -> gru:5"}
     assert m["cross_task"] is None
+    # every other search says whether it converged (none can in 10 steps), and the budget is stated
+    whats = [r["what"] for r in m["sweep_searches"]]
+    assert whats == ["alone", "GRU-LSTM 1 dims", "GRU-LSTM 2 dims", "rotation", "linear", "z-scored", "stitching", "CL", "behavioural"]
+    assert not any(r["converged"] for r in m["sweep_searches"]) and all(r["steps"] <= 30 for r in m["sweep_searches"])
+    assert m["budget"] == {"max_steps": 10, "sweep_steps": 10, "plateau_steps": 1000, "plateau_tol": 0.005}
 
 
 def test_mas_notebook_rejects_bad_input_before_any_work(tmp_path):
