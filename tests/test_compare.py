@@ -82,12 +82,20 @@ def test_accuracy_by_count_of_an_untrained_network():
     assert (acc.frac_short + acc.frac_long <= 1).all() and acc.trial_acc.between(0, 1).all()
 
 
-def test_out_of_range_iia_on_a_trained_alignment():
+def test_out_of_range_iia_on_a_planted_counter():
+    """A hand-built counter counts past 20 and DAS finds its count axis: swapping in counts 21-30
+    works (IIA near 1, the network itself perfect there); the untrained alignment does not."""
+    from helpers import HandCounter, wrap
     task = make_task("multiobject")
-    model = make_model("gru", vocab_size=task.vocab_size, d_model=16)
-    res = run_das(model, task, DASConfig(n_units=4, max_steps=4, n_train=64, n_val=32, n_test=32, eval_every=2), progress=False)
-    out = compare.out_of_range_iia(model, task, res.alignment, n=40)
-    assert out["n"] == 40 and 0 <= out["iia"] <= 1 and 0 <= out["network_acc_source_counts"] <= 1
+    model = wrap(HandCounter(), "rnn")
+    kw = dict(variable="count", n_units=1, n_train=1500, n_val=300, n_test=300, max_steps=400, eval_every=50, lr=1e-2,
+              loss_on="task_mask")
+    res = run_das(model, task, DASConfig(**kw), progress=False)
+    out = compare.out_of_range_iia(model, task, res.alignment, n=200)
+    assert out["n"] == 200 and out["network_acc_source_counts"] == 1.0
+    assert out["iia"] >= 0.95 and out["iia_changed"] >= 0.95, out
+    fresh = run_das(model, task, DASConfig(**kw), progress=False, train_alignment=False)
+    assert compare.out_of_range_iia(model, task, fresh.alignment, n=200)["iia_changed"] < 0.5
 
 
 def test_compare_cells_as_a_sweep(tmp_path):
