@@ -17,6 +17,7 @@ import argparse
 import sys
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +26,7 @@ from .controls import CHANGED_CONTROLS, CONTROL_NAMES, run_das_with_controls
 from .das import DASConfig
 from .search import BUDGETS
 from .paths import data_dir
+from .provenance import command_line, write_provenance
 from .stats import format_ci, summarise
 from .tasks import make_task
 from .training import load_or_train
@@ -197,6 +199,7 @@ def main(argv=None) -> int:
         if args.readme:
             write_between_markers(args.readme, text)
         return 0
+    started = datetime.now(timezone.utc)
     archs = parse_list(args.archs, str, "archs")
     seeds = parse_list(args.seeds, int, "seeds")
     search = {"program": args.program, "variable": args.variable, "alignment": args.alignment, "n_units": args.n_units,
@@ -211,6 +214,8 @@ def main(argv=None) -> int:
     df.to_csv(out, index=False)
     summary = summarise_findings(df)
     summary.to_csv(out.replace(".csv", "-summary.csv"), index=False)
+    write_provenance(out, command_line(), started, archs=archs, seeds=seeds,
+                     searches_run_here=int((~df[df.measure == "das"].cached.astype(bool)).sum()))
     print("\n" + findings_report(df, asdict(DASConfig(**{**FINDINGS_SEARCH, **search})),
                                   f"python -m symlib.findings --report {out}"))
     print(f"\ntables: {out}")

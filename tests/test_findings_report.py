@@ -91,3 +91,19 @@ def test_readme_findings_are_the_committed_results():
     cmd = "python -m symlib.findings --report results/findings/multiobject-up_down-count-orthogonal.csv"
     budget_ = asdict(DASConfig(**{**findings.FINDINGS_SEARCH, "max_steps": int(pd.read_csv(committed).max_steps.iloc[0])}))
     assert block == findings.findings_report(pd.read_csv(committed), budget_, cmd)
+
+
+def test_provenance_names_command_commit_machine_and_wall_time(tmp_path):
+    from datetime import datetime, timedelta, timezone
+    from symlib.provenance import provenance_path, write_provenance
+    import json
+    result = tmp_path / "t.csv"
+    result.write_text("a\n1\n")
+    t0 = datetime(2026, 12, 7, 7, 0, tzinfo=timezone.utc)
+    p = write_provenance(result, "python -m symlib.findings --seeds 0", t0, t0 + timedelta(seconds=90.5), seeds=[0])
+    assert p == provenance_path(result) == tmp_path / "t.provenance.json"
+    d = json.loads(p.read_text())
+    assert d["command"] == "python -m symlib.findings --seeds 0" and d["wall_seconds"] == 90.5 and d["seeds"] == [0]
+    assert d["started"] == "2026-12-07T07:00:00+00:00" and d["machine"]["cores"] >= 1 and d["torch"]
+    if (ROOT / ".git").exists():
+        assert len(d["commit"]) == 40 and isinstance(d["uncommitted_changes"], bool)
