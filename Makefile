@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare dynamics mas compare-seeds compare-grid findings test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -52,6 +52,15 @@ mas: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/06_model_alignment_search.ipynb $(OUT)/06_model_alignment_search.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/06_model_alignment_search.json
 
+# chapter 06's questions at convergence (the committed results/mas/): the seed-0 GRU, LSTM and Transformer,
+# every search to convergence (caps 20 000), sizes 1, 4 and 16; figures go with the results, not into figures/
+MAS_FULL = results/mas
+mas-full: venv
+	@mkdir -p $(MAS_FULL)/figures
+	SYMLIB_FIGURES=$(CURDIR)/$(MAS_FULL)/figures $(PM) notebooks/06_model_alignment_search.ipynb $(MAS_FULL)/06_model_alignment_search.ipynb \
+	  -p NETWORKS "gru:0,lstm:0,transformer:0" -p UNITS "1,4,16" -p MAX_STEPS 20000 -p SWEEP_STEPS 20000 -p CROSS_TASK "" \
+	  -p RESULTS_PATH $(CURDIR)/$(MAS_FULL)/06_model_alignment_search.json
+
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.
 # compare-seeds: MultiObject (3 architectures x 4 hypotheses) and SameObject (GRU, LSTM) over 3 seeds (76 cells, the README tables);
@@ -83,8 +92,14 @@ test-browser: venv
 # the README's findings: Up-Down count, orthogonal 16 dims, 600-step searches, 3 network seeds per
 # architecture, with every control; mean and 95% bootstrap interval over seeds (~35 min on a 2-core CPU
 # from nothing; searches and networks are cached, so a rerun or an added seed costs only what is new)
+# the README's findings: every search to convergence; the tidy table, its summary and its provenance land in
+# results/findings/ (committed); findings-readme prints the README's block from that table and writes it there
+FINDINGS_CSV = results/findings/multiobject-up_down-count-orthogonal.csv
 findings: venv
-	$(BIN)/python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2
+	$(BIN)/python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2 --out $(FINDINGS_CSV)
+
+findings-readme: venv
+	$(BIN)/python -m symlib.findings --report $(FINDINGS_CSV) --readme README.md
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

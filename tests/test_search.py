@@ -152,3 +152,23 @@ def test_engine_trains_searches_of_two_networks_in_one_loop():
         assert s.steps == alone.steps and s.stopped == alone.stopped
         for k, v in s.maps["alignment"].state_dict().items():
             assert torch.allclose(v, alone.maps["alignment"].state_dict()[k], atol=1e-5)
+
+
+def test_all_frozen_restores_every_model_even_when_one_fails():
+    """Models frozen before a failing one are given back their mode and gradient flags."""
+    from symlib.search import all_frozen
+    a, b = torch.nn.Linear(2, 2).train(), torch.nn.Linear(2, 2).train()
+
+    class Broken:
+        training = True
+
+        def parameters(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with all_frozen([a, Broken()]):
+            pass
+    assert a.training and all(p.requires_grad for p in a.parameters())
+    with all_frozen([a, b]):
+        assert not a.training and not any(p.requires_grad for p in b.parameters())
+    assert b.training and all(p.requires_grad for p in b.parameters())
