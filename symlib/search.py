@@ -37,7 +37,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
@@ -501,11 +500,16 @@ def _step_loss(active: list[Search]) -> tuple[torch.Tensor, dict]:
     return total, losses
 
 
-@contextmanager
-def all_frozen(models):
-    """Every model frozen (eval mode, no parameter gradients) for the duration; each is restored
-    on the way out, in reverse order, also when freezing a later one fails."""
-    with ExitStack() as stack:
-        for m in models:
-            stack.enter_context(frozen(m))
-        yield
+class all_frozen:
+    """Every model frozen (eval mode, no parameter gradients) for the duration."""
+
+    def __init__(self, models):
+        self.cms = [frozen(m) for m in models]
+
+    def __enter__(self):
+        for c in self.cms:
+            c.__enter__()
+
+    def __exit__(self, *a):
+        for c in reversed(self.cms):
+            c.__exit__(*a)
