@@ -57,9 +57,11 @@ mas: venv
 MAS_FULL = results/mas
 mas-full: venv
 	@mkdir -p $(MAS_FULL)/figures
-	SYMLIB_FIGURES=$(CURDIR)/$(MAS_FULL)/figures $(PM) notebooks/06_model_alignment_search.ipynb $(MAS_FULL)/06_model_alignment_search.ipynb \
+	started=$$(date -u +%FT%TZ) && SYMLIB_FIGURES=$(CURDIR)/$(MAS_FULL)/figures $(PM) notebooks/06_model_alignment_search.ipynb $(MAS_FULL)/06_model_alignment_search.ipynb \
 	  -p NETWORKS "gru:0,lstm:0,transformer:0" -p UNITS "1,4,16" -p MAX_STEPS 20000 -p SWEEP_STEPS 20000 -p CROSS_TASK "" \
-	  -p RESULTS_PATH $(CURDIR)/$(MAS_FULL)/06_model_alignment_search.json
+	  -p RESULTS_PATH $(CURDIR)/$(MAS_FULL)/06_model_alignment_search.json \
+	&& $(BIN)/python -m symlib.provenance $(MAS_FULL)/06_model_alignment_search.json --command "make mas-full" --started $$started
+	$(BIN)/python -m symlib.report $(MAS_FULL)/06_model_alignment_search.json --readme README.md --block mas
 
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.

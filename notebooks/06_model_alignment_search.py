@@ -413,6 +413,7 @@ symlib.write_results(RESULTS_PATH, {
     "search_normalised": {"steps": res_norm.metrics["steps"], "stopped_because": res_norm.metrics["stopped_because"],
                           "converged": res_norm.metrics["converged"]},
     "sweep_searches": [{"what": what, "steps": r.metrics["steps"], "converged": r.metrics["converged"]} for what, r in sweep_runs],
+    "summary": lines_out,
     "budget": {"max_steps": max_steps, "sweep_steps": sweep_steps, "plateau_steps": base.plateau_steps, "plateau_tol": base.plateau_tol},
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
 })

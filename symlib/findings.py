@@ -27,6 +27,7 @@ from .das import DASConfig
 from .search import BUDGETS
 from .paths import data_dir
 from .provenance import command_line, write_provenance
+from .report import write_block
 from .stats import format_ci, summarise
 from .tasks import make_task
 from .training import load_or_train
@@ -132,10 +133,6 @@ def training_markdown(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-#: The markers between which ``--readme`` writes the report into a markdown file.
-README_START, README_END = "<!-- findings:start -->", "<!-- findings:end -->"
-
-
 def findings_report(df: pd.DataFrame, budget: dict, command: str) -> str:
     """The findings as markdown, made only from the tidy table ``df`` (as saved by ``main``):
     the budget, the networks, IIA on changed and on all test pairs, held-out counts, steps and
@@ -162,16 +159,15 @@ def findings_report(df: pd.DataFrame, budget: dict, command: str) -> str:
     return "\n".join(out)
 
 
-def write_between_markers(path: str | Path, text: str) -> None:
-    """Replace what lies between ``README_START`` and ``README_END`` in the file at ``path`` with
-    ``text``; the file must hold both markers once, in order (checked before anything is written)."""
-    path = Path(path)
-    doc = path.read_text()
-    if doc.count(README_START) != 1 or doc.count(README_END) != 1 or doc.index(README_START) > doc.index(README_END):
-        raise ValueError(f"{path} must hold {README_START!r} then {README_END!r}, once each")
-    head, rest = doc.split(README_START)
-    _, tail = rest.split(README_END)
-    path.write_text(f"{head}{README_START}\n{text}\n{README_END}{tail}")
+def findings_block(csv: str | Path) -> str:
+    """The README's findings block: ``findings_report`` of the saved tidy table at ``csv``, and
+    where it came from when a provenance file lies beside it."""
+    from .provenance import provenance_path
+    from .report import source_line
+    df = pd.read_csv(csv)
+    budget = asdict(DASConfig(**{**FINDINGS_SEARCH, "max_steps": int(df.max_steps.iloc[0])}))
+    text = findings_report(df, budget, f"python -m symlib.findings --report {csv}")
+    return text + ("\n\n" + source_line(csv) if provenance_path(csv).exists() else "")
 
 
 def main(argv=None) -> int:
@@ -192,12 +188,10 @@ def main(argv=None) -> int:
     if args.readme and not args.report:
         ap.error("--readme needs --report CSV")
     if args.report:
-        df = pd.read_csv(args.report)
-        budget = asdict(DASConfig(**{**FINDINGS_SEARCH, "max_steps": int(df.max_steps.iloc[0])}))
-        text = findings_report(df, budget, f"python -m symlib.findings --report {args.report}")
+        text = findings_block(args.report)
         print(text)
         if args.readme:
-            write_between_markers(args.readme, text)
+            write_block(args.readme, "findings", text)
         return 0
     started = datetime.now(timezone.utc)
     archs = parse_list(args.archs, str, "archs")

@@ -1,12 +1,16 @@
-"""Where a committed result came from: the command, the code's commit, the machine, the date, the wall time.
+"""Where a committed result came from.
 
-``provenance(command, started, ended)`` returns it as a dict; ``write_provenance`` writes it as
-JSON beside the result it describes (``<result>.provenance.json``). Floats differ between
-machines in their last digits, so a number quoted from a committed result says which machine
-made it; this is that record.
+``provenance(command, started, ended)`` returns the command, the code's commit, the machine,
+the date and the wall time as a dict; ``write_provenance`` writes it as JSON beside the result
+it describes (``<result>.provenance.json``). Floats differ between machines in their last
+digits, so a number quoted from a committed result says which machine made it; this is that
+record. As a command, for a result made by something else (a notebook run by papermill)::
+
+    python -m symlib.provenance RESULT --command "make mas-full" --started 2026-12-07T07:20:00Z
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -78,3 +82,27 @@ def command_line() -> str:
     if argv and argv[0].endswith(".py") and "symlib" in Path(argv[0]).parts:
         argv[0] = "-m symlib." + Path(argv[0]).stem
     return "python " + " ".join(argv)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m symlib.provenance", description="Write RESULT.provenance.json beside RESULT.")
+    ap.add_argument("result")
+    ap.add_argument("--command", required=True, help="what made the result, as a user would type it")
+    ap.add_argument("--started", required=True, help="UTC start, ISO 8601 (2026-12-07T07:20:00Z)")
+    ap.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE", help="more fields, as text")
+    args = ap.parse_args(argv)
+    if not Path(args.result).exists():
+        ap.error(f"no result at {args.result}")
+    extra = {}
+    for kv in args.extra:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            ap.error(f"--extra takes KEY=VALUE, got {kv!r}")
+        extra[k] = v
+    started = datetime.fromisoformat(args.started.replace("Z", "+00:00"))
+    print(write_provenance(args.result, args.command, started, **extra))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

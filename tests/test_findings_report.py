@@ -57,23 +57,26 @@ def test_report_states_budget_means_and_capped_cells(tmp_path):
     assert "Every search converged" in findings.findings_report(tidy(), budget(), "CMD")
 
 
-def test_write_between_markers_replaces_only_the_block(tmp_path):
+def test_write_block_replaces_only_the_block(tmp_path):
+    from symlib.report import markers, read_block, write_block
+    start, end = markers("findings")
     md = tmp_path / "R.md"
-    md.write_text(f"head\n{findings.README_START}\nold\n{findings.README_END}\ntail\n")
-    findings.write_between_markers(md, "new\nlines")
-    assert md.read_text() == f"head\n{findings.README_START}\nnew\nlines\n{findings.README_END}\ntail\n"
+    md.write_text(f"head\n{start}\nold\n{end}\ntail\n")
+    write_block(md, "findings", "new\nlines")
+    assert md.read_text() == f"head\n{start}\nnew\nlines\n{end}\ntail\n" and read_block(md, "findings") == "new\nlines"
     bad = tmp_path / "B.md"
-    bad.write_text("no markers here\n")
+    bad.write_text(f"no markers here\n{end}\n")
     with pytest.raises(ValueError, match="findings:start"):
-        findings.write_between_markers(bad, "x")
-    assert bad.read_text() == "no markers here\n"  # nothing written
+        write_block(bad, "findings", "x")
+    assert bad.read_text() == f"no markers here\n{end}\n"  # nothing written
 
 
 def test_report_command_prints_and_writes_without_running_anything(tmp_path):
     csv = tmp_path / "t.csv"
     tidy().to_csv(csv, index=False)
     md = tmp_path / "R.md"
-    md.write_text(f"# R\n{findings.README_START}\n{findings.README_END}\n")
+    from symlib.report import markers
+    md.write_text("# R\n" + "\n".join(markers("findings")) + "\n")
     out = subprocess.run([sys.executable, "-m", "symlib.findings", "--report", str(csv), "--readme", str(md)],
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() in md.read_text() and "IIA on changed test pairs" in out
@@ -86,17 +89,37 @@ def test_readme_findings_are_the_committed_results():
     committed = ROOT / "results" / "findings" / "multiobject-up_down-count-orthogonal.csv"
     if not committed.exists():
         pytest.skip("no committed findings yet")
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split(findings.README_START)[1].split(findings.README_END)[0].strip()
-    cmd = "python -m symlib.findings --report results/findings/multiobject-up_down-count-orthogonal.csv"
-    budget_ = asdict(DASConfig(**{**findings.FINDINGS_SEARCH, "max_steps": int(pd.read_csv(committed).max_steps.iloc[0])}))
-    assert block == findings.findings_report(pd.read_csv(committed), budget_, cmd)
+    from symlib.report import read_block
+    block = read_block(ROOT / "README.md", "findings")
+    import os
+    os.chdir(ROOT)  # the block names the table by its path from the repository root
+    assert block == findings.findings_block("results/findings/multiobject-up_down-count-orthogonal.csv")
+    assert "made by `python -m symlib.findings" in block  # its provenance is committed too
+
+
+def test_a_json_block_carries_where_its_lines_came_from(tmp_path):
+    from datetime import datetime, timezone
+    from symlib.provenance import write_provenance
+    from symlib.report import json_block, markers
+    res = tmp_path / "m.json"
+    res.write_text('{"summary": ["- one", "- two"]}')
+    with pytest.raises(FileNotFoundError, match="no provenance"):
+        json_block(res, "summary")
+    write_provenance(res, "make mas-full", datetime(2026, 12, 7, 7, tzinfo=timezone.utc), datetime(2026, 12, 7, 8, tzinfo=timezone.utc))
+    text = json_block(res, "summary")
+    assert text.startswith("- one\n- two\n\nFrom `") and "made by `make mas-full`" in text and "2026-12-07" in text and "60 min" in text
+    md = tmp_path / "R.md"
+    md.write_text("x\n" + "\n".join(markers("mas")) + "\n")
+    out = subprocess.run([sys.executable, "-m", "symlib.report", str(res), "--readme", str(md), "--block", "mas"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == text and text in md.read_text()
 
 
 def test_provenance_names_command_commit_machine_and_wall_time(tmp_path):
+    import json
     from datetime import datetime, timedelta, timezone
     from symlib.provenance import provenance_path, write_provenance
-    import json
     result = tmp_path / "t.csv"
     result.write_text("a\n1\n")
     t0 = datetime(2026, 12, 7, 7, 0, tzinfo=timezone.utc)
@@ -107,3 +130,18 @@ def test_provenance_names_command_commit_machine_and_wall_time(tmp_path):
     assert d["started"] == "2026-12-07T07:00:00+00:00" and d["machine"]["cores"] >= 1 and d["torch"]
     if (ROOT / ".git").exists():
         assert len(d["commit"]) == 40 and isinstance(d["uncommitted_changes"], bool)
+
+
+def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
+    import json
+    res = tmp_path / "m.json"
+    res.write_text("{}")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "symlib.provenance", *a], capture_output=True, text=True, cwd=ROOT)
+    ok = run(str(res), "--command", "make mas-full", "--started", "2026-12-07T07:00:00Z", "--extra", "searches=from the store")
+    assert ok.returncode == 0, ok.stderr
+    d = json.loads((tmp_path / "m.provenance.json").read_text())
+    assert d["command"] == "make mas-full" and d["searches"] == "from the store" and d["started"] == "2026-12-07T07:00:00+00:00"
+    bad = run(str(tmp_path / "none.json"), "--command", "x", "--started", "2026-12-07T07:00:00Z")
+    assert bad.returncode != 0 and "no result at" in bad.stderr
+    bad = run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--extra", "novalue")
+    assert bad.returncode != 0 and "KEY=VALUE" in bad.stderr

@@ -216,6 +216,8 @@ def test_mas_notebook_with_other_parameters(tmp_path):
     assert whats == ["alone", "GRU-LSTM 1 dims", "GRU-LSTM 2 dims", "rotation", "linear", "z-scored", "stitching", "CL", "behavioural"]
     assert not any(r["converged"] for r in m["sweep_searches"]) and all(r["steps"] <= 30 for r in m["sweep_searches"])
     assert m["budget"] == {"max_steps": 10, "sweep_steps": 10, "plateau_steps": 1000, "plateau_tol": 0.005}
+    assert len(m["summary"]) >= 5 and all(line.startswith("- ") for line in m["summary"])  # what the README block prints
+    assert any("Budget:" in line for line in m["summary"])
 
 
 def test_mas_notebook_rejects_bad_input_before_any_work(tmp_path):
