@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -45,6 +45,16 @@ book-compare: venv
 dynamics: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/05_learning_dynamics.ipynb $(OUT)/05_learning_dynamics.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/05_learning_dynamics.json
+
+# chapter 05 at convergence (the committed results/dynamics/): GRU and LSTM, seeds 0-2 (the book's runs), 6
+# checkpoints each, every search to convergence, two cold-start checks; figures go with the results
+DYN_FULL = results/dynamics
+dynamics-full: venv
+	@mkdir -p $(DYN_FULL)/figures
+	started=$$(date -u +%FT%TZ) && SYMLIB_FIGURES=$(CURDIR)/$(DYN_FULL)/figures $(PM) notebooks/05_learning_dynamics.ipynb $(DYN_FULL)/05_learning_dynamics.ipynb \
+	  -p ARCHS "gru,lstm" -p SEEDS "0,1,2" -p N_CHECKPOINTS 6 -p COLD_CHECK 2 -p RESULTS_PATH $(CURDIR)/$(DYN_FULL)/05_learning_dynamics.json \
+	&& $(BIN)/python -m symlib.provenance $(DYN_FULL)/05_learning_dynamics.json --command "make dynamics-full" --started $$started
+	$(BIN)/python -m symlib.report $(DYN_FULL)/05_learning_dynamics.json --readme README.md --block dynamics
 
 # chapter 06 (Model Alignment Search) at its default size: three GRU seeds, an LSTM and a Transformer, plus a
 # SingleObject GRU. Not yet part of `make book` (README, Speed).

@@ -379,5 +379,6 @@ symlib.write_results(RESULTS_PATH, {
     "count_first_step_spearman": {"rho": rho.statistic, "p": rho.pvalue},
     "warm_vs_cold": None if cold is None else cold.to_dict("records"),
     "transformer_programs": None if tf is None else tf.to_dict("records"),
+    "summary": lines_out,
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
 })

@@ -183,6 +183,7 @@ def test_dynamics_notebook_with_other_parameters(tmp_path):
                 assert key in r, key
     assert set(m["correlation"]["lstm"]) >= {"r", "lo", "hi"} and "mean_lag" in m["lag"]["lstm"]
     assert m["warm_vs_cold"] is None and m["transformer_programs"] is None
+    assert any("searches converged" in line for line in m["summary"])  # what the README block prints
 
 
 def test_dynamics_notebook_rejects_bad_input_before_any_work(tmp_path):
