@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--command", required=True, help="what made the result, as a user would type it")
     ap.add_argument("--started", required=True, help="UTC start, ISO 8601 (2026-12-07T07:20:00Z)")
     ap.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE", help="more fields, as text")
+    ap.add_argument("--commit", default="", help="the commit the result was computed at, when not this checkout's HEAD "
+                                                  "(e.g. a run from a clean clone); its measuring code must be HEAD's")
     args = ap.parse_args(argv)
     if not Path(args.result).exists():
         ap.error(f"no result at {args.result}")
@@ -100,6 +102,11 @@ def main(argv=None) -> int:
             ap.error(f"--extra takes KEY=VALUE, got {kv!r}")
         extra[k] = v
     started = datetime.fromisoformat(args.started.replace("Z", "+00:00"))
+    if args.commit:
+        full = _git("rev-parse", "--verify", args.commit + "^{commit}")
+        if full is None:
+            ap.error(f"--commit {args.commit!r} is not a commit of this repository")
+        extra.update(commit=full, uncommitted_changes=False)
     print(write_provenance(args.result, args.command, started, **extra))
     return 0
 

@@ -145,3 +145,9 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
     assert bad.returncode != 0 and "no result at" in bad.stderr
     bad = run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--extra", "novalue")
     assert bad.returncode != 0 and "KEY=VALUE" in bad.stderr
+    if (ROOT / ".git").exists():
+        assert run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--commit", "HEAD").returncode == 0
+        d = json.loads((tmp_path / "m.provenance.json").read_text())
+        assert len(d["commit"]) == 40 and d["uncommitted_changes"] is False
+        bad = run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--commit", "nosuchcommit")
+        assert bad.returncode != 0 and "is not a commit" in bad.stderr
