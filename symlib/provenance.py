@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("result")
     ap.add_argument("--command", required=True, help="what made the result, as a user would type it")
     ap.add_argument("--started", required=True, help="UTC start, ISO 8601 (2026-12-07T07:20:00Z)")
+    ap.add_argument("--ended", default="", help="UTC end, ISO 8601 (default: now)")
     ap.add_argument("--extra", action="append", default=[], metavar="KEY=VALUE", help="more fields, as text")
     ap.add_argument("--commit", default="", help="the commit the result was computed at, when not this checkout's HEAD "
                                                   "(e.g. a run from a clean clone); its measuring code must be HEAD's")
@@ -107,7 +108,8 @@ def main(argv=None) -> int:
         if full is None:
             ap.error(f"--commit {args.commit!r} is not a commit of this repository")
         extra.update(commit=full, uncommitted_changes=False)
-    print(write_provenance(args.result, args.command, started, **extra))
+    ended = datetime.fromisoformat(args.ended.replace("Z", "+00:00")) if args.ended else None
+    print(write_provenance(args.result, args.command, started, ended, **extra))
     return 0
 
 

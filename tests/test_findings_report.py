@@ -137,10 +137,12 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
     res = tmp_path / "m.json"
     res.write_text("{}")
     run = lambda *a: subprocess.run([sys.executable, "-m", "symlib.provenance", *a], capture_output=True, text=True, cwd=ROOT)
-    ok = run(str(res), "--command", "make mas-full", "--started", "2026-12-07T07:00:00Z", "--extra", "searches=from the store")
+    ok = run(str(res), "--command", "make mas-full", "--started", "2026-12-07T07:00:00Z", "--ended", "2026-12-07T07:30:00Z",
+             "--extra", "searches=from the store")
     assert ok.returncode == 0, ok.stderr
     d = json.loads((tmp_path / "m.provenance.json").read_text())
     assert d["command"] == "make mas-full" and d["searches"] == "from the store" and d["started"] == "2026-12-07T07:00:00+00:00"
+    assert d["wall_seconds"] == 1800
     bad = run(str(tmp_path / "none.json"), "--command", "x", "--started", "2026-12-07T07:00:00Z")
     assert bad.returncode != 0 and "no result at" in bad.stderr
     bad = run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--extra", "novalue")
