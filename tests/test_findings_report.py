@@ -84,15 +84,14 @@ def test_report_command_prints_and_writes_without_running_anything(tmp_path):
     assert err.returncode != 0 and "--readme needs --report" in err.stderr
 
 
-def test_readme_findings_are_the_committed_results():
+def test_readme_findings_are_the_committed_results(monkeypatch):
     """The README's findings block is exactly what --report prints from the committed tidy table."""
     committed = ROOT / "results" / "findings" / "multiobject-up_down-count-orthogonal.csv"
     if not committed.exists():
         pytest.skip("no committed findings yet")
     from symlib.report import read_block
     block = read_block(ROOT / "README.md", "findings")
-    import os
-    os.chdir(ROOT)  # the block names the table by its path from the repository root
+    monkeypatch.chdir(ROOT)  # the block names the table by its path from the repository root
     assert block == findings.findings_block("results/findings/multiobject-up_down-count-orthogonal.csv")
     assert "made by `python -m symlib.findings" in block  # its provenance is committed too
 
@@ -153,3 +152,16 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
         assert len(d["commit"]) == 40 and d["uncommitted_changes"] is False
         bad = run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--commit", "nosuchcommit")
         assert bad.returncode != 0 and "is not a commit" in bad.stderr
+
+
+@pytest.mark.parametrize("block,result", [("mas", "results/mas/06_model_alignment_search.json"),
+                                          ("dynamics", "results/dynamics/05_learning_dynamics.json")])
+def test_readme_chapter_blocks_are_the_committed_results(block, result, monkeypatch):
+    """A chapter's block in the README is exactly its committed summary and provenance (empty before the run)."""
+    from symlib.report import json_block, read_block
+    monkeypatch.chdir(ROOT)
+    text = read_block(ROOT / "README.md", block)
+    if not (ROOT / result).exists():
+        assert text == ""
+        return
+    assert text == json_block(result, "summary")
