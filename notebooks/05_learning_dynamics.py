@@ -14,10 +14,11 @@
 #   variable appear with the behaviour, before it, or after? How strongly do the two go
 #   together (a correlation with its interval), which rises first (a lag), and how graded is
 #   the variable along the way (IIA by pair of values, accuracy and IIA by count)?
-# - **Runtime (2-core CPU, default size):** 43 minutes with the nine networks trained (chapter
-#   04's seeds sweep trains them; about 12 minutes more from nothing): 90 searches, a
-#   Transformer's about four times a GRU's. `ARCHS="gru,lstm"` takes about 10 minutes;
-#   `SEEDS="0,1,2,3,4"` adds seeds. Every search is cached, so a rerun takes a minute or two.
+# - **Runtime (2-core CPU, default size):** 90 searches, now each to convergence (a warm
+#   start needs at least the 1000 steps of the plateau rule unless its IIA reaches 0.995), so
+#   hours rather than the 43 minutes the 150-step warm starts took (not yet remeasured);
+#   `make dynamics-full` (GRU and LSTM, 6 checkpoints) is about an hour. A Transformer's search
+#   costs about four times a GRU's. Every search is cached, so a rerun takes a minute or two.
 #   The test suite runs it at a tiny size in under a minute.
 # - **GPU:** optional; training and searches run on CUDA when `DEVICE` picks it.
 
