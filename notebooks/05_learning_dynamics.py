@@ -72,11 +72,12 @@ search = dict(dynamics.DYNAMICS_SEARCH, seed=SEED)
 if smoke:
     search.update(n_units=4, max_steps=20, eval_every=10, n_train=256, n_val=128, n_test=128)
 warm_steps = 10 if smoke else (WARM_STEPS or None)
+warm_cap = warm_steps or search["max_steps"]  # what caps a warm start
 n_ckpt = N_CHECKPOINTS or None
 print(f"{len(archs)} architecture(s) x {len(seeds)} seeds; search at each checkpoint: "
       f"{search['alignment']}, {search['n_units']} dims, to convergence (validation changed-pair IIA gaining < "
       f"{search.get('plateau_tol', 0)} over {search.get('plateau_steps', 0)} steps), capped at {search['max_steps']} steps fresh, "
-      f"{warm_steps or search['max_steps']} warm")
+      f"{warm_cap} warm")
 
 # %% [markdown]
 # ## 1. Runs that go on after solving
@@ -129,7 +130,7 @@ dyn = pd.concat(tables, ignore_index=True)
 cols = ["arch", "seed", "step", "iia_changed_test", "iia_test", "initial_iia_changed_test", "trial_acc_train",
         "trial_acc_heldout", "trial_acc_out_of_range", "search_steps", "converged", "cached"]
 print(f"{int(dyn.converged.sum())} of {len(dyn)} searches converged; the rest hit their cap "
-      f"({search['max_steps']} steps fresh, {warm_steps or search['max_steps']} warm)")
+      f"({search['max_steps']} steps fresh, {warm_cap} warm)")
 dyn[cols].round(3)
 
 # %%

@@ -73,8 +73,8 @@ n_units = 4 if smoke else N_UNITS
 units = [u for u in units if u <= 8] if smoke else units
 max_steps, sweep_steps = (10, 10) if smoke else (MAX_STEPS, SWEEP_STEPS)
 # the joint searches stop once converged (best validation changed-pair IIA gains < 0.005 over 1000 steps) or at the cap
-base = mas.MASConfig(n_units=n_units, max_steps=max_steps, seed=SEED, patience=0, **size)  # no loss rule: converged or capped
-print(f"{len(specs)} networks; joint search {n_units} dims, at most {max_steps} steps; size sweep {units}, {sweep_steps} steps each")
+base = mas.MASConfig(n_units=n_units, max_steps=max_steps, seed=SEED, **size)  # converged or capped (no loss rule by default)
+print(f"{len(specs)} networks; joint search {n_units} dims, at most {max_steps} steps; size sweep {units}, at most {sweep_steps} steps each")
 
 # %% [markdown]
 # ## 1. The networks

@@ -26,8 +26,8 @@ from .controls import CHANGED_CONTROLS, CONTROL_NAMES, run_das_with_controls
 from .das import DASConfig
 from .search import BUDGETS
 from .paths import data_dir
-from .provenance import command_line, write_provenance
-from .report import write_block
+from .provenance import command_line, provenance_path, write_provenance
+from .report import source_line, write_block
 from .stats import format_ci, summarise
 from .tasks import make_task
 from .training import load_or_train
@@ -162,8 +162,6 @@ def findings_report(df: pd.DataFrame, budget: dict, command: str) -> str:
 def findings_block(csv: str | Path) -> str:
     """The README's findings block: ``findings_report`` of the saved tidy table at ``csv``, and
     where it came from when a provenance file lies beside it."""
-    from .provenance import provenance_path
-    from .report import source_line
     df = pd.read_csv(csv)
     budget = asdict(DASConfig(**{**FINDINGS_SEARCH, "max_steps": int(df.max_steps.iloc[0])}))
     text = findings_report(df, budget, f"python -m symlib.findings --report {csv}")
@@ -210,8 +208,7 @@ def main(argv=None) -> int:
     summary.to_csv(out.replace(".csv", "-summary.csv"), index=False)
     write_provenance(out, command_line(), started, archs=archs, seeds=seeds,
                      searches_run_here=int((~df[df.measure == "das"].cached.astype(bool)).sum()))
-    print("\n" + findings_report(df, asdict(DASConfig(**{**FINDINGS_SEARCH, **search})),
-                                  f"python -m symlib.findings --report {out}"))
+    print("\n" + findings_block(out))  # what --report prints, and make findings-readme writes into the README
     print(f"\ntables: {out}")
     return 0
 
