@@ -41,7 +41,7 @@ book-compare: venv
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json
 
 # chapter 05 (learning dynamics) at its default size: GRU, LSTM and Transformer, three seeds each, every search
-# to convergence (hours on a 2-core CPU). Not yet part of `make book` (README, Speed).
+# to convergence (hours on a 2-core CPU). Not yet part of `make book` (benchmarks/README.md).
 dynamics: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/05_learning_dynamics.ipynb $(OUT)/05_learning_dynamics.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/05_learning_dynamics.json
@@ -57,7 +57,7 @@ dynamics-full: venv
 	$(BIN)/python -m symlib.report $(DYN_FULL)/05_learning_dynamics.json --readme README.md --block dynamics
 
 # chapter 06 (Model Alignment Search) at its default size: three GRU seeds, an LSTM and a Transformer, plus a
-# SingleObject GRU. Not yet part of `make book` (README, Speed).
+# SingleObject GRU. Not yet part of `make book` (benchmarks/README.md).
 mas: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/06_model_alignment_search.ipynb $(OUT)/06_model_alignment_search.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/06_model_alignment_search.json
@@ -111,7 +111,7 @@ findings: venv
 	$(BIN)/python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2 --out $(FINDINGS_CSV)
 
 findings-readme: venv
-	$(BIN)/python -m symlib.findings --report $(FINDINGS_CSV) --readme README.md
+	$(BIN)/python -m symlib.findings --report $(FINDINGS_CSV) --readme README.md --figure results/findings/findings.png
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests

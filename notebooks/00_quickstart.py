@@ -88,7 +88,7 @@ if not smoke:
 # 20 are where it starts to slip: it learned numbers only as far as it saw them. Whether its
 # hidden state holds a *number variable* that behaves like the program's counter is the
 # question of notebook 03; notebook 01 introduces the programs, 02 trains any architecture.
-# The README's section *The science in brief* tells the whole story in one page.
+# The book's page *The science in brief* (`docs/science.md`) tells the whole story in one page.
 
 # %%
 symlib.write_results(RESULTS_PATH, {

@@ -14,7 +14,7 @@
 # - **Runtime:** a few seconds on CPU; nothing is trained.
 # - **GPU:** not used.
 #
-# The README's section *The science in brief* summarises the whole study in one page; this
+# The book's page *The science in brief* (`docs/science.md`) summarises the whole study in one page; this
 # chapter makes its first half concrete.
 
 # %% tags=["parameters"]

@@ -62,7 +62,7 @@ print("run folder:", symlib.runs_dir() / cfg.run_name(),
 
 # %% [markdown]
 # ## 1. Train
-# The original recipe (README, *The science in brief*): Adam at lr 5e-4 with 100 warm-up steps and a
+# The original recipe (`docs/science.md`): Adam at lr 5e-4 with 100 warm-up steps and a
 # `(100/step)^0.25` decay, batches of 128 from one fixed set of 1000 trials, cross-entropy on
 # every non-pad token. Every 25 steps the network is evaluated on fresh trials of training,
 # held-out and out-of-range counts. The original's early stopping never fired; here training

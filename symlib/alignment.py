@@ -1,7 +1,7 @@
 """Alignment functions for DAS/MAS: invertible maps whose leading coordinates hold the
 aligned variables, one contiguous block of ``n_units`` dims per variable.
 
-Interchange for the blocks a row swaps (README, "The science in brief")::
+Interchange for the blocks a row swaps (docs/science.md)::
 
     h' = A^-1( (1 - m) * A(h_target) + m * A(h_source) )
 

@@ -1,4 +1,4 @@
-"""Counterfactual pairs for interchange interventions (see the README, "The science in brief").
+"""Counterfactual pairs for interchange interventions (see docs/science.md).
 
 A pair is a *target* trial with a position i, a *source* trial with a position j, and
 the program's counterfactual: the target run to i, the chosen variables overwritten with

@@ -2,7 +2,7 @@
 
 The network is frozen; only the alignment function learns, by cross-entropy of the
 network's predictions on the counterfactual sequence after the interchange (see the
-README's "The science in brief"). States at the intervention sites are computed once.
+docs/science.md). States at the intervention sites are computed once.
 
 Every search has three sets of pairs: *training* pairs (the loss), *validation* pairs
 (stopping, and choosing the best alignment, which is the one returned) and *test* pairs

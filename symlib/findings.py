@@ -168,6 +168,50 @@ def findings_block(csv: str | Path) -> str:
     return text + ("\n\n" + source_line(csv) if provenance_path(csv).exists() else "")
 
 
+#: How the findings figure names each measure, in its order.
+FIGURE_LABELS = {"das": "DAS (the search)", "initial": "untrained alignment", "wrong_labels": "wrong labels",
+                 "wrong_program": "wrong program (Up-Up)"}
+
+
+def findings_figure(csv: str | Path, path: str | Path):
+    """The findings as one figure, made only from the saved tidy table at ``csv``: per architecture,
+    IIA on changed test pairs of the search and of each control (on their own changed pairs), the
+    mean as a bar, the 95% bootstrap interval over seeds as a line, every seed as a dot. Saved at
+    ``path`` (PNG); returns the figure."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    df = pd.read_csv(csv)
+    summary = summarise_findings(df)
+    measures = [m for m in FIGURE_LABELS if m in set(summary.measure)]
+    archs = list(dict.fromkeys(summary.arch))
+    colours = dict(zip(measures, ["#1f5fa8", "#b8b8b8", "#8c8c8c", "#d9a441"]))
+    fig, ax = plt.subplots(figsize=(7.2, 3.6))
+    w = 0.8 / len(measures)
+    for j, m in enumerate(measures):
+        x = np.arange(len(archs)) + (j - (len(measures) - 1) / 2) * w
+        s = summary[summary.measure == m].set_index("arch").reindex(archs)
+        ax.bar(x, s.iia_changed_test, w, color=colours[m], label=FIGURE_LABELS[m], edgecolor="black", linewidth=0.4)
+        ax.vlines(x, s.iia_changed_test_lo, s.iia_changed_test_hi, color="black", linewidth=1.2)
+        for xi, a in zip(x, archs):
+            seeds = df[(df.arch == a) & (df.measure == m)].iia_changed_test
+            ax.scatter(np.full(len(seeds), xi), seeds, s=9, color="white", edgecolor="black", linewidth=0.6, zorder=3)
+    das = df[df.measure == "das"]
+    n = das.groupby("arch").seed.nunique()
+    ax.set_xticks(range(len(archs)))
+    ax.set_xticklabels([f"{a}\n({n[a]} seeds)" for a in archs])
+    ax.set_ylabel("IIA on changed test pairs")
+    ax.set_ylim(0, 1.05)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(frameon=False, fontsize=8, bbox_to_anchor=(1.0, 1.0), loc="upper left")
+    ax.set_title(f"{das.task.iloc[0]}: is there an {das.program.iloc[0]} {das.variable.iloc[0]}? "
+                 f"({das.alignment.iloc[0]}, {int(das.n_units.iloc[0])} dims; bars: mean, lines: 95% interval, dots: seeds)",
+                 fontsize=8.5, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return fig
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m symlib.findings", description=__doc__.split("\n\n")[0])
     ap.add_argument("--archs", default="gru,lstm,transformer")
@@ -182,14 +226,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="", help="CSV for the tidy table (default data/findings/<task>-<program>-<variable>-<alignment>.csv)")
     ap.add_argument("--report", default="", help="print the findings from this saved tidy table (CSV) and run nothing")
     ap.add_argument("--readme", default="", help="with --report: also write them between the findings markers of this markdown file")
+    ap.add_argument("--figure", default="", help="with --report: also draw them into this PNG (findings_figure)")
     args = ap.parse_args(argv)
-    if args.readme and not args.report:
-        ap.error("--readme needs --report CSV")
+    if (args.readme or args.figure) and not args.report:
+        ap.error("--readme and --figure need --report CSV")
     if args.report:
         text = findings_block(args.report)
         print(text)
         if args.readme:
             write_block(args.readme, "findings", text)
+        if args.figure:
+            findings_figure(args.report, args.figure)
+            print(f"figure: {args.figure}")
         return 0
     started = datetime.now(timezone.utc)
     archs = parse_list(args.archs, str, "archs")

@@ -33,7 +33,7 @@ ARCH_NAMES: tuple[str, ...] = ("gru", "lstm", "transformer", "transformer_nope")
 
 @dataclass
 class ModelConfig:
-    """Size and kind of a network (README, "The science in brief": the networks).
+    """Size and kind of a network (docs/science.md: the networks).
 
     d_model: width of the intervened state (GRU hidden; LSTM [h; c], so hidden = d_model/2;
     Transformer residual stream).

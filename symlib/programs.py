@@ -1,6 +1,6 @@
 """Symbolic programs (causal models) of the counting tasks, vectorised over a batch.
 
-Convention (README, "The science in brief"): the variables at position i are the values *after*
+Convention (docs/science.md): the variables at position i are the values *after*
 consuming token i. An intervention at position i overwrites them right after token i
 is consumed; the program then emits its prediction for token i+1 and rolls on.
 

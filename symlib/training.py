@@ -102,8 +102,8 @@ def _check_float(name: str, value) -> float:
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run: the book's recipe by default (the original's, README
-    "The science in brief", with the Transformer capped at 1000 steps). Every field is part of a
+    """Everything that defines a training run: the book's recipe by default (the original's,
+    docs/science.md, with the Transformer capped at 1000 steps). Every field is part of a
     run's identity (``run_name``)."""
 
     task: str = "multiobject"

@@ -51,7 +51,7 @@ from .tasks import Task, Trials, make_task
 DEFAULT_VIEW = dict(target_count=6, target_pos=3, source_count=9, source_pos=8, seed=0)
 #: Slider width: wide enough to drag one step at a time.
 SLIDER_WIDTH = "470px"
-#: Milliseconds per search step of a width-128 network on a 2-core CPU (README, Speed), for the button's estimate.
+#: Milliseconds per search step of a width-128 network on a 2-core CPU (benchmarks/README.md), for the button's estimate.
 _MS_PER_STEP = {"gru": 32.0, "lstm": 25.0, "transformer": 88.0, "transformer_nope": 88.0}
 
 

@@ -1,0 +1,63 @@
+"""The README stays a front page: short, every result in it generated, its figure committed."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import pandas as pd
+
+from symlib.findings import findings_figure, summarise_findings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FINDINGS_CSV = ROOT / "results" / "findings" / "multiobject-up_down-count-orthogonal.csv"
+
+
+def _hand_written(text: str) -> str:
+    """The README without its generated blocks (<!-- name:start --> .. <!-- name:end -->) and code fences."""
+    text = re.sub(r"<!-- (\w+):start -->.*?<!-- \1:end -->", "", text, flags=re.S)
+    return re.sub(r"```.*?```", "", text, flags=re.S)
+
+
+def test_readme_is_short():
+    hand = _hand_written(README.read_text())
+    assert len(hand.splitlines()) <= 200, "the README's own text has grown past 200 lines: move detail to docs/"
+
+
+def test_no_decimal_typed_by_hand():
+    hand = _hand_written(README.read_text()).replace("Python 3.11", "")
+    decimals = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", hand)
+    assert not decimals, f"numbers typed by hand outside the generated blocks: {decimals}"
+
+
+def test_the_check_sees_a_typed_number():
+    """The rule above can fail: a number written outside a block is caught, one inside is not."""
+    text = "IIA was 0.953 here.\n<!-- x:start -->\n0.421\n<!-- x:end -->\n```\n1.5\n```\n"
+    assert re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", _hand_written(text)) == ["0.953"]
+
+
+def test_every_linked_file_exists():
+    text = README.read_text()
+    targets = re.findall(r"\]\(([^)#]+)\)", text)
+    assert "results/findings/findings.png" in targets
+    missing = [t for t in targets if not t.startswith("http") and not (ROOT / t).exists()]
+    assert not missing, f"the README links to files that are not there: {missing}"
+
+
+def test_findings_figure_drawn_from_the_table(tmp_path):
+    out = tmp_path / "f.png"
+    fig = findings_figure(FINDINGS_CSV, out)
+    assert out.stat().st_size > 10_000
+    ax = fig.axes[0]
+    assert [t.get_text().split("\n")[0] for t in ax.get_xticklabels()] == ["gru", "lstm", "transformer"]
+    heights = [b.get_height() for b in ax.patches[:3]]  # the first measure (the search), per architecture
+    s = summarise_findings(pd.read_csv(FINDINGS_CSV))
+    assert heights == pytest.approx(list(s[s.measure == "das"].set_index("arch").loc[["gru", "lstm", "transformer"], "iia_changed_test"]))
+
+
+def test_findings_figure_cli_needs_report():
+    from symlib.findings import main
+    with pytest.raises(SystemExit):
+        main(["--figure", "x.png"])
