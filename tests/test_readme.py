@@ -61,3 +61,23 @@ def test_findings_figure_cli_needs_report():
     from symlib.findings import main
     with pytest.raises(SystemExit):
         main(["--figure", "x.png"])
+
+
+#: Decimals a chapter's prose may state: the recipe's and the rules' own constants, not results
+#: (void-token rate, the solve threshold, the convergence rule, the verdict thresholds).
+RULE_CONSTANTS = {"0.2", "0.99", "0.005", "0.995", "0.9", "0.5"}
+
+
+def test_chapter_prose_types_no_result():
+    """A chapter's markdown quotes no measured number by hand: results are printed by its cells."""
+    import json
+    found = {}
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] != "markdown":
+                continue
+            src = re.sub(r"`[^`]*`", "", _hand_written("".join(cell["source"])))
+            extra = set(re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", src)) - RULE_CONSTANTS
+            if extra:
+                found.setdefault(nb.name, set()).update(extra)
+    assert not found, f"numbers typed into chapter prose: {found}"
