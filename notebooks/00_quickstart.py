@@ -53,10 +53,26 @@ print({k: summary[k] for k in ("steps", "seconds", "trial_acc_train", "trial_acc
 
 # %%
 fig = plot_learning_curves(result.history, title="GRU on MultiObject: trial accuracy while training")
-save_figure(fig, "00_learning_curve")
+save_figure(fig, f"00_learning_curve_{result.run_dir.name}")  # named after the run, so another recipe or seed keeps its own
 assert summary["steps"] > 0 and len(result.history) >= 2
 if not smoke:
     assert summary["trial_acc_train"] >= 0.99 and summary["trial_acc_heldout"] >= 0.99, summary
+
+# %% [markdown]
+# Why `steps` and `steps_to_solve` differ, and what a dip in the curve means: the run counts as
+# *solved* at its first evaluation with trial accuracy at least 0.99 on training and held-out
+# counts, but it trains on until accuracy has held for `patience` evaluations in a row. A small
+# network with dropout 0.5, fed its own answers, can lose its solution for an evaluation or two
+# on the way (one wrong token spoils a whole trial, so trial accuracy falls steeply); the run
+# keeps its best checkpoint, which is what the later chapters load.
+
+# %%
+after = [h for h in result.history if summary["steps_to_solve"] is not None and h["step"] > summary["steps_to_solve"]]
+dip = min(after, key=lambda h: h["trial_acc_train"]) if after else None
+print(f"solved at step {summary['steps_to_solve']}; stopped at step {summary['steps']} ({summary['stopped_because']}); "
+      f"best checkpoint: step {summary['best_step']} (trial accuracy {summary['best_trial_acc_train']:.3f})")
+if dip is not None and dip["trial_acc_train"] < 0.99:
+    print(f"after solving, the lowest evaluation: {dip['trial_acc_train']:.3f} at step {dip['step']}, recovered by the end")
 
 # %% [markdown]
 # ## 2. Does it count?

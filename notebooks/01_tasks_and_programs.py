@@ -72,7 +72,7 @@ for ax, (name, toks, mask) in zip(axes, rows):
     ax.set_title(name, fontsize=9, loc="left")
 fig.suptitle("One trial of each task, N = 7 (graded tokens outlined)", fontsize=10, x=0.01, ha="left")
 fig.tight_layout()
-save_figure(fig, "01_tasks")
+save_figure(fig, f"01_tasks_s{SEED}")
 
 # %%
 mo = symlib.make_task("multiobject")
@@ -134,7 +134,7 @@ for ax, name in zip(axes, symlib.PROGRAM_NAMES):
     ax.set_title(name, loc="left", fontsize=10); ax.grid(alpha=0.3); ax.legend(frameon=False, fontsize=8)
 axes[0].set_ylabel("value after the token")
 fig.tight_layout()
-save_figure(fig, "01_program_traces")
+save_figure(fig, f"01_program_traces_s{SEED}")
 
 # %% [markdown]
 # All three programs make the same predictions on natural trials; the task generator and
@@ -189,7 +189,7 @@ for name in symlib.PROGRAM_NAMES:
     rows.append((f"{name}: swap count", pairs.tokens[0], pairs.task_mask[0]))
     marks.append(int(pos[0]))
 fig = draw_sequences(mo, rows, title="Swap the count after the target's 2nd R with the source's after its 2nd demo (red bar: the swap)", mark=marks)
-save_figure(fig, "01_counterfactuals")
+save_figure(fig, f"01_counterfactuals_s{SEED}")
 
 # %% [markdown]
 # Up-Down says: count is now 2, so two more `R`s. Up-Up's number variable is the demo count,

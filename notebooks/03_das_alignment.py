@@ -49,6 +49,7 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 import symlib
@@ -104,6 +105,8 @@ das_cfg
 # %%
 run = symlib.load_or_train(TASK, ARCH, SEED, run_dir=RUN_DIR, device=DEVICE, **({} if RUN_DIR else train_kw))
 model, arch = run.model, run.config.arch
+# figures are named after the run and the search, so a run with another seed or hypothesis keeps its own
+tag = f"{run.run_dir.name}_{PROGRAM}-{VARIABLE}_{ALIGNMENT}{N_UNITS}"
 print(f"{arch} on {run.config.task}: trial accuracy {run.summary['best_trial_acc_train']:.3f} (training counts), "
       f"{run.summary['best_trial_acc_heldout']:.3f} (held out); sites {model.sites}, default {model.default_site!r}")
 
@@ -180,7 +183,7 @@ axes[1].set_xticks(x, [k.replace("_", " ") for k in bars], rotation=15)
 axes[1].set_ylabel("trial IIA (test)"); axes[1].set_ylim(0, 1.05); axes[1].legend(frameon=False, fontsize=8)
 axes[1].set_title(f"{arch}: {PROGRAM} {VARIABLE} against its controls", fontsize=10, loc="left")
 fig.tight_layout()
-plotting.save_figure(fig, f"03_controls_{arch}")
+plotting.save_figure(fig, f"03_controls_{tag}")
 # changed: on each one's own changed pairs; on DAS's: on the pairs DAS's counterfactual changes (the same subset for all)
 print(f"{'':14s} {'IIA':>6s} {'changed':>8s} {'on DAS changed':>15s}")
 for k, v in bars.items():
@@ -205,7 +208,7 @@ line = symlib.number_line(main.alignment.cpu(), states, n_random=5 if smoke else
 main.alignment.to(model.device)
 fig = plotting.plot_number_line(line["coord_test"], line["value_test"], line["phase_test"],
                                 title=f"{arch}: held-out states on the learned subspace (r = {line['r_test']:.3f}; random subspaces {line['r_test_random_mean']:.3f})")
-plotting.save_figure(fig, f"03_number_line_{arch}")
+plotting.save_figure(fig, f"03_number_line_{tag}")
 print(f"r on held-out trials: learned {line['r_test']:.3f}, random {line['n_units']}-dim subspaces {line['r_test_random_mean']:.3f} "
       f"[{line['r_test_random_p05']:.3f}, {line['r_test_random_p95']:.3f}]; in-sample {line['r_fit']:.3f}")
 assert np.isfinite(line["r_test"])
@@ -233,7 +236,7 @@ if 1 in sweep_res:
 fig = plotting.plot_iia_vs_units({f"{arch}: all pairs": {k: v["iia_test"] for k, v in iia_vs_units.items()},
                                   f"{arch}: changed pairs": {k: v["iia_changed_test"] for k, v in iia_vs_units.items()}},
                                  chance=ctl["no_swap"]["iia_test"], title=f"{arch}: test IIA against subspace size (at most {budget('orthogonal', True)} steps each)")
-plotting.save_figure(fig, f"03_iia_vs_units_{arch}")
+plotting.save_figure(fig, f"03_iia_vs_units_{tag}")
 assert all(0 <= v["iia_test"] <= 1 for v in iia_vs_units.values())
 
 # %% [markdown]
@@ -268,21 +271,25 @@ for a in archs:
 fig = plotting.plot_iia_bars({f"{row['arch']}\n{row['alignment']}": {"DAS": row["iia_changed_test"],
                               **{f"control: {k.replace('_', ' ')}": v["iia_changed_test"] for k, v in row["controls"].items() if k in CHANGED_CONTROLS}}
                               for row in table}, title=f"IIA on changed test pairs, {PROGRAM} {VARIABLE}, each alignment with its own controls")
-plotting.save_figure(fig, "03_iia_table" if COMPARE else f"03_iia_table_{arch}")
+plotting.save_figure(fig, f"03_iia_table_all_{tag}" if COMPARE else f"03_iia_table_{tag}")
 boundless = next(row for row in table if row["arch"] == arch and row["alignment"] == "boundless")
 assert all(0 <= row["iia_test"] <= 1 for row in table) and 0 <= boundless["learned_n_units"] <= width
 
 # %% [markdown]
 # ## 7. Gradience: which swaps work?
-# Test IIA broken down by the count value swapped in and the target trial's N.
+# IIA on the changed test pairs, broken down one quantity at a time: by the count value swapped
+# in, and by the target trial's N. Each bar carries its number of pairs and a 95% interval, so
+# a value few pairs reach reads as uncertain. (Crossed with each other, the test pairs would
+# spread over some 400 cells, most with a pair or two: too thin to read.)
 
 # %%
-va, vb, M = symlib.iia_table(main.rows, "source_value", "target_count")
-fig = plotting.plot_iia_matrix(va, vb, M, title=f"{arch}: test IIA by swapped-in count and target N")
-plotting.save_figure(fig, f"03_iia_by_count_{arch}")
-by_value = {int(v): float(np.nanmean(row)) for v, row in zip(va, M)}
-print("IIA by swapped-in count:", {k: round(v, 2) for k, v in by_value.items()})
-assert M.shape == (len(va), len(vb))
+fig = plotting.plot_iia_by_value(main.rows, title=f"{arch}: which swaps work")
+plotting.save_figure(fig, f"03_iia_by_count_{tag}")
+ch = main.rows["changed"].astype(bool)
+by_value = pd.Series(main.rows["correct"][ch].astype(float)).groupby(main.rows["source_value"][ch]).agg(["mean", "size"])
+print("IIA on changed pairs by swapped-in count (mean, pairs):")
+print(by_value.round(3).T.to_string())
+assert by_value["size"].sum() == ch.sum()
 
 # %% [markdown]
 # ## 8. Explore

@@ -53,6 +53,7 @@ t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
 parse = symlib.utils.parse_list
 archs, seeds = parse(ARCHS, str, "ARCHS"), parse(SEEDS, int, "SEEDS")
+fig_tag = f"{'-'.join(archs)}_s{'-'.join(map(str, seeds))}"  # figures named after what they show, so no run overwrites another's
 # every check runs before any network is trained or anything is written
 for a in archs:
     symlib.utils.check_choice("architecture", a, symlib.ARCH_NAMES)
@@ -161,7 +162,7 @@ for ax, a in zip(axes[0], archs):
 axes[0][0].set_ylabel("IIA / trial accuracy")
 axes[0][-1].legend(fontsize=8, loc="lower right")
 fig.tight_layout()
-plotting.save_figure(fig, "05_iia_and_accuracy_over_training")
+plotting.save_figure(fig, f"05_iia_and_accuracy_over_training_{fig_tag}")
 
 # %% [markdown]
 # ## 3. Do IIA and accuracy go together?
@@ -192,7 +193,7 @@ for ax, a in zip(axes[0], archs):
 axes[0][0].set_ylabel("IIA, changed test pairs")
 axes[0][-1].legend(fontsize=8)
 fig.tight_layout()
-plotting.save_figure(fig, "05_iia_against_accuracy")
+plotting.save_figure(fig, f"05_iia_against_accuracy_{fig_tag}")
 
 # %% [markdown]
 # ## 4. Which rises first?
@@ -238,7 +239,7 @@ for ax, (label, step) in zip(axes[0], moments.items()):
     ax.set_xlabel("target's count")
 axes[0][0].set_ylabel("count swapped in")
 fig.colorbar(im, ax=axes[0].tolist(), label="IIA, changed pairs")
-plotting.save_figure(fig, "05_gradience_heatmaps")
+plotting.save_figure(fig, f"05_gradience_heatmaps_{fig_tag}")
 
 # %%
 path0 = runs[a0][SEED]
@@ -258,7 +259,7 @@ for ax, M, title in ((axes[0], A, "trial accuracy by count"), (axes[1], B, "IIA 
     ax.set_title(f"{a0}, seed {SEED}: {title}", fontsize=9, loc="left")
 axes[0].set_ylabel("count")
 fig.colorbar(im, ax=axes.tolist(), label="accuracy / IIA")
-plotting.save_figure(fig, "05_per_count_over_training")
+plotting.save_figure(fig, f"05_per_count_over_training_{fig_tag}")
 
 
 # %%
@@ -321,7 +322,7 @@ if tf_arch:
     ax.set_title(f"{tf_arch}, seed {SEED}: Up-Down against Ctx-Distr over training", fontsize=10, loc="left")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    plotting.save_figure(fig, "05_transformer_programs_over_training")
+    plotting.save_figure(fig, f"05_transformer_programs_over_training_{fig_tag}")
     print(tf.round(3).to_string(index=False))
 else:
     print("no Transformer in ARCHS; set ARCHS='gru,lstm,transformer' to run this section")

@@ -52,6 +52,7 @@ t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
 parse = symlib.utils.parse_list
 items = parse(NETWORKS, str, "NETWORKS")
+fig_tag = "-".join(i.replace(":", "") for i in items) + f"_s{SEED}"  # figures named after the networks and the seed
 specs = []
 for it in items:
     arch, _, seed = it.partition(":")
@@ -174,7 +175,7 @@ for ax, mat, ann, title in ((axes[0], M, annot, "raw states"), (axes[1], M_norm,
     ax.set_xlabel("target network (continues from the swapped state)")
 axes[0].set_ylabel("source network (gives its count)")
 fig.colorbar(im, ax=list(axes), fraction=0.03)
-plotting.save_figure(fig, "06_mas_matrix")
+plotting.save_figure(fig, f"06_mas_matrix_{fig_tag}")
 assert M.shape == (len(names), len(names)) and np.nanmin(M) >= 0 and np.nanmax(M) <= 1
 
 # %% [markdown]
@@ -192,7 +193,7 @@ fig, axes = plt.subplots(1, 3, figsize=(4.0 * 3, 0.8 * len(names) + 2.2))
 for ax, (mat, title) in zip(axes, ((M_sym, "MAS (mean of both directions)"), (sim["cka"], "linear CKA"), (sim["rsa"], "RSA (Spearman)"))):
     heat(ax, mat, names, title)
 fig.tight_layout()
-plotting.save_figure(fig, "06_mas_cka_rsa")
+plotting.save_figure(fig, f"06_mas_cka_rsa_{fig_tag}")
 iu = np.triu_indices(len(names), 1)
 pairs_tbl = pd.DataFrame({"a": [names[i] for i in iu[0]], "b": [names[j] for j in iu[1]], "mas": M_sym[iu],
                           "cka": sim["cka"][iu], "rsa": sim["rsa"][iu]})
@@ -231,7 +232,7 @@ for label, other in partners.items():
         converged_mark(r, f"{label} {k} dims")
 fig = plotting.plot_iia_vs_units(vs_units, title=f"cross-network count IIA (changed pairs) against subspace size, at most {sweep_steps} steps each")
 fig.axes[0].set_ylabel("cross-network IIA (changed pairs)")
-plotting.save_figure(fig, "06_mas_iia_vs_units")
+plotting.save_figure(fig, f"06_mas_iia_vs_units_{fig_tag}")
 pd.DataFrame(sweep_rows).round(3)
 
 # %% [markdown]

@@ -155,10 +155,21 @@ def plot_number_line(coord: np.ndarray, value: np.ndarray, phase: np.ndarray, ti
     return fig
 
 
-def plot_iia_matrix(rows_values, col_values, M, xlabel="target count N", ylabel="swapped-in count", title=""):
-    """Heat map of IIA over two per-pair quantities (see ``das.iia_table``)."""
-    fig, ax = plt.subplots(figsize=(5.8, 4.4))
-    im = ax.imshow(M, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+def plot_iia_matrix(rows_values, col_values, M, xlabel="target count N", ylabel="swapped-in count", title="",
+                    origin="lower", annotate=False):
+    """Heat map of IIA over two quantities (see ``iia.iia_table``), or a source x target matrix.
+
+    ``origin="upper"`` puts the first row at the top (a matrix read like a table);
+    ``annotate`` writes each cell's value in it."""
+    M = np.asarray(M, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(5.8, 1.1 * len(col_values) + 2.5), max(4.4, 0.8 * len(rows_values) + 1.6)))
+    im = ax.imshow(M, origin=origin, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    if annotate:
+        for i in range(M.shape[0]):
+            for j in range(M.shape[1]):
+                if not np.isnan(M[i, j]):
+                    ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if M[i, j] < 0.6 else "black")
     ax.set_xticks(range(len(col_values)))
     ax.set_xticklabels(col_values, fontsize=7)
     ax.set_yticks(range(len(rows_values)))
@@ -172,8 +183,48 @@ def plot_iia_matrix(rows_values, col_values, M, xlabel="target count N", ylabel=
     return fig
 
 
-def save_figure(fig, name: str) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` (150 dpi) and return the path."""
-    path = figures_dir() / (name if name.endswith(".png") else f"{name}.png")
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
+def plot_iia_by_value(rows: Mapping[str, np.ndarray], keys: Sequence[tuple[str, str]] = (("source_value", "swapped-in count"),
+                                                                                      ("target_count", "target trial's N")),
+                      changed_only: bool = True, title: str = ""):
+    """IIA broken down by one per-pair quantity at a time, one panel per ``(column, label)`` in ``keys``.
+
+    ``rows``: a search's per-pair rows (``result.rows``: ``correct``, ``changed`` and the keys).
+    Each bar is the share of pairs with that value whose counterfactual the network followed
+    (on the changed pairs when ``changed_only``), with its 95% Wilson interval; the number of
+    pairs stands under each bar, so a thin cell reads as one."""
+    from scipy.stats import binomtest
+    ok = np.asarray(rows["correct"]).astype(bool)
+    keep = np.asarray(rows["changed"]).astype(bool) if changed_only else np.ones_like(ok)
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 3.4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], keys):
+        vals = np.asarray(rows[col])[keep]
+        hits = ok[keep]
+        xs = np.unique(vals)
+        n = np.array([(vals == x).sum() for x in xs])
+        k = np.array([hits[vals == x].sum() for x in xs])
+        ci = np.array([binomtest(int(ki), int(ni)).proportion_ci(method="wilson") for ki, ni in zip(k, n)])
+        p = k / n
+        ax.bar(xs, p, 0.8, color="#1f5fa8", edgecolor="black", linewidth=0.3)
+        ax.errorbar(xs, p, yerr=[p - ci[:, 0], ci[:, 1] - p], fmt="none", ecolor="black", elinewidth=0.8, capsize=1.5)
+        for x, ni in zip(xs, n):
+            ax.text(x, 1.07, str(ni), ha="center", va="bottom", fontsize=6, color="#555555")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(int(x)) for x in xs], fontsize=7)
+        ax.set(xlabel=label, ylim=(0, 1.13), ylabel=("IIA on changed pairs" if changed_only else "IIA") + ", 95% interval")
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title + " (grey: pairs per bar)", fontsize=10, x=0.01, ha="left")
+    fig.tight_layout()
+    return fig
+
+
+def figure_path(name: str) -> Path:
+    """Where ``save_figure(fig, name)`` writes: ``figures/<name>.png`` (or ``$SYMLIB_FIGURES``)."""
+    return figures_dir() / (name if name.endswith(".png") else f"{name}.png")
+
+
+def save_figure(fig, name: str) -> None:
+    """Save ``fig`` at ``figure_path(name)`` (150 dpi). Returns nothing, so a notebook cell that
+    ends with it shows the figure and no stray path."""
+    fig.savefig(figure_path(name), dpi=150, bbox_inches="tight")
