@@ -311,7 +311,20 @@ explorer
 #   counts held out of training; a Transformer's state at one position does not.
 # - A number line fitted on the learned subspace says little on its own (random subspaces
 #   read the count too); a 1-dim alignment's own coordinate is the sharper evidence.
-# - `make findings` repeats the main search and its controls over network seeds, with intervals.
+# - `make findings` repeats the main search and its controls over network seeds, with intervals:
+#   its committed result follows.
+
+# %% [markdown]
+# ## The finding over seeds
+# The same search and controls over three seeds of each architecture, every search to
+# convergence, as committed in `results/findings/` (the README prints the same block):
+
+# %%
+from IPython.display import Markdown
+
+from symlib.report import full_run
+
+Markdown(full_run("findings"))
 
 # %%
 symlib.write_results(RESULTS_PATH, {
@@ -323,6 +336,7 @@ symlib.write_results(RESULTS_PATH, {
                              "control_max_changed_test", "control_max_changed_main", "changed_fraction_test")},
     "controls": ctl, "iia_vs_units": iia_vs_units, "sweep_seconds": sweep_seconds, "table": table,
     "number_line": {k: line[k] for k in ("r_test", "r2_test", "r_fit", "r_test_random_mean", "r_test_random_p05", "r_test_random_p95", "n_units")},
-    "r_own_coordinate_1dim": own, "iia_by_source_value": by_value,
+    "r_own_coordinate_1dim": own,
+    "iia_by_source_value": {int(v): {"iia_changed_test": float(r["mean"]), "n": int(r["size"])} for v, r in by_value.iterrows()},
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
 })

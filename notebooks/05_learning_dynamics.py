@@ -329,7 +329,8 @@ else:
 
 # %% [markdown]
 # ## 8. What the dynamics show
-# The numbers below are computed from this run of the chapter.
+# The numbers below are computed from this run of the chapter; the full run at convergence
+# follows them.
 
 # %%
 final = dyn.sort_values("step").groupby(["arch", "seed"]).tail(1)
@@ -368,6 +369,19 @@ lines_out.append(f"- {int(dyn.converged.sum())} of {len(dyn)} searches converged
 lines_out.append(f"- Larger counts later? Spearman rho between count and the first step at accuracy >= 0.9: "
                  f"{rho.statistic:.2f} ({a0}, seed {SEED}).")
 print("\n".join(lines_out))
+
+# %% [markdown]
+# ### The full run, at convergence
+# The chapter at a larger size (GRU and LSTM, seeds 0-2, six checkpoints each, every search to convergence), as committed in `results/dynamics/` by `make dynamics-full` (the
+# README prints the same block). Where this run is smaller or stops its searches earlier, read
+# its numbers above as an illustration and these as the finding.
+
+# %%
+from IPython.display import Markdown
+
+from symlib.report import full_run
+
+Markdown(full_run("dynamics"))
 
 # %%
 symlib.write_results(RESULTS_PATH, {

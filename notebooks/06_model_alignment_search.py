@@ -386,6 +386,20 @@ lines_out.append(f"- Budget: joint searches capped at {max_steps} steps, the oth
                  + (f"; capped (illustrations, not findings): {', '.join(capped)}." if capped else "."))
 print("\n".join(lines_out))
 
+# %% [markdown]
+# ### The full run, at convergence
+# The chapter at a larger size (the seed-0 GRU, LSTM and Transformer, every search to
+# convergence), as committed in `results/mas/` by `make mas-full` (the README prints the same
+# block). Where this run is smaller or stops its searches earlier, read its numbers above as an
+# illustration and these as the finding.
+
+# %%
+from IPython.display import Markdown
+
+from symlib.report import full_run
+
+Markdown(full_run("mas"))
+
 
 # %%
 def as_list(X):

@@ -159,13 +159,14 @@ def findings_report(df: pd.DataFrame, budget: dict, command: str) -> str:
     return "\n".join(out)
 
 
-def findings_block(csv: str | Path) -> str:
+def findings_block(csv: str | Path, shown: str | None = None) -> str:
     """The README's findings block: ``findings_report`` of the saved tidy table at ``csv``, and
-    where it came from when a provenance file lies beside it."""
+    where it came from when a provenance file lies beside it (``shown``: how the text names the
+    table; default as given)."""
     df = pd.read_csv(csv)
     budget = asdict(DASConfig(**{**FINDINGS_SEARCH, "max_steps": int(df.max_steps.iloc[0])}))
-    text = findings_report(df, budget, f"python -m symlib.findings --report {csv}")
-    return text + ("\n\n" + source_line(csv) if provenance_path(csv).exists() else "")
+    text = findings_report(df, budget, f"python -m symlib.findings --report {shown or csv}")
+    return text + ("\n\n" + source_line(csv, shown) if provenance_path(csv).exists() else "")
 
 
 #: How the findings figure names each measure, in its order.

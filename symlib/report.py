@@ -40,8 +40,9 @@ def write_block(path: str | Path, name: str, text: str) -> None:
     Path(path).write_text(f"{head}{start}\n{text.strip()}\n{end}{rest.split(end)[1]}")
 
 
-def source_line(result: str | Path) -> str:
-    """Where a committed result came from, in one sentence, from its provenance file."""
+def source_line(result: str | Path, shown: str | None = None) -> str:
+    """Where a committed result came from, in one sentence, from its provenance file
+    (``shown``: how to name the result in it; default as given)."""
     p = provenance_path(result)
     if not p.exists():
         raise FileNotFoundError(f"{result} has no provenance ({p}); write it with python -m symlib.provenance")
@@ -49,16 +50,40 @@ def source_line(result: str | Path) -> str:
     m = d["machine"]
     where = m["cuda"] or f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s)"
     commit = (d.get("commit") or "unknown")[:7] + (" with uncommitted changes" if d.get("uncommitted_changes") else "")
-    return (f"From `{result}`, made by `{d['command']}` at commit {commit} on {d['started'][:10]} "
+    return (f"From `{shown or result}`, made by `{d['command']}` at commit {commit} on {d['started'][:10]} "
             f"({where}; {d['wall_seconds'] / 60:.0f} min).")
 
 
-def json_block(result: str | Path, key: str) -> str:
+def json_block(result: str | Path, key: str, shown: str | None = None) -> str:
     """The lines saved under ``key`` in a results JSON, then ``source_line``."""
     lines = json.loads(Path(result).read_text())[key]
     if isinstance(lines, str):
         lines = [lines]
-    return "\n".join(lines) + "\n\n" + source_line(result)
+    return "\n".join(lines) + "\n\n" + source_line(result, shown)
+
+
+#: The book's full runs, committed under results/: name -> (result, the command that makes it).
+FULL_RUNS = {
+    "findings": ("results/findings/multiobject-up_down-count-orthogonal.csv", "make findings"),
+    "mas": ("results/mas/06_model_alignment_search.json", "make mas-full"),
+    "dynamics": ("results/dynamics/05_learning_dynamics.json", "make dynamics-full"),
+}
+
+
+def full_run(name: str) -> str:
+    """A full run's summary as markdown, from its committed result (what the README's block of the
+    same name holds), for a chapter to show beside its reader-size run; a sentence saying how to
+    make it when it is not committed yet."""
+    from .paths import REPO_ROOT
+    if name not in FULL_RUNS:
+        raise ValueError(f"full_run: no full run named {name!r}; known: {', '.join(FULL_RUNS)}")
+    rel, command = FULL_RUNS[name]
+    if not (REPO_ROOT / rel).exists():
+        return f"*The full run (`{command}`) is not committed yet: `{rel}` is missing.*"
+    if rel.endswith(".csv"):
+        from .findings import findings_block
+        return findings_block(REPO_ROOT / rel, shown=rel)
+    return json_block(REPO_ROOT / rel, "summary", shown=rel)
 
 
 def main(argv=None) -> int:

@@ -81,7 +81,7 @@ def test_report_command_prints_and_writes_without_running_anything(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() in md.read_text() and "IIA on changed test pairs" in out
     err = subprocess.run([sys.executable, "-m", "symlib.findings", "--readme", str(md)], capture_output=True, text=True, cwd=ROOT)
-    assert err.returncode != 0 and "--readme needs --report" in err.stderr
+    assert err.returncode != 0 and "need --report" in err.stderr
 
 
 def test_readme_findings_are_the_committed_results(monkeypatch):
@@ -165,3 +165,14 @@ def test_readme_chapter_blocks_are_the_committed_results(block, result, monkeypa
         assert text == ""
         return
     assert text == json_block(result, "summary")
+
+
+def test_full_run_is_the_readme_block_and_says_when_missing(monkeypatch):
+    """What a chapter shows as its full run is the README's block of the same name; a result not
+    committed yet says how to make it; an unknown name is refused."""
+    from symlib import report
+    assert report.full_run("findings") == report.read_block(ROOT / "README.md", "findings")
+    monkeypatch.setitem(report.FULL_RUNS, "mas", ("results/mas/not-there.json", "make mas-full"))
+    assert "make mas-full" in report.full_run("mas") and "not committed yet" in report.full_run("mas")
+    with pytest.raises(ValueError, match="known: findings"):
+        report.full_run("nope")
