@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-html book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -34,6 +34,13 @@ book: venv
 	$(BIN)/python -m symlib.book --out $(CURDIR)/$(OUT) $(if $(JOBS),--jobs $(JOBS))
 	$(BIN)/jupyter trust $(OUT)/*.ipynb  # papermill saves widget state; JupyterLab renders it (explorer, progress bars) only in trusted notebooks
 	@echo "figures written to figures/:"; ls figures/*.png
+	$(MAKE) --no-print-directory book-html
+
+# the rendered book: the executed chapters in $(OUT)/ and the pages of docs/ as a static site (Sphinx, MyST-NB),
+# readable offline; it runs no notebook (chapters not in $(OUT)/ are listed as not run). `make book` ends with it.
+book-html: venv
+	$(BIN)/python -m symlib.site --notebooks $(OUT) --out $(OUT)/html
+	@echo "the book's entry page: $(OUT)/html/index.html"
 
 # notebook 03 with every architecture x alignment function and its controls (tens of minutes on CPU; not re-timed)
 book-compare: venv
@@ -97,9 +104,11 @@ test-findings: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/test_findings.py
 
 # the explorer (chapter 08) in JupyterLab in headless Chromium: sliders moved, latency measured, screenshot in
-# figures/explorer_browser.png (skipped without chromium, chromedriver and selenium; .ci/run installs them)
+# figures/explorer_browser.png; the rendered book (chapters 00 and 01 at smoke size, built with symlib.site) opened
+# page by page, screenshot in figures/book_landing.png (skipped without chromium, chromedriver and selenium;
+# .ci/run installs them)
 test-browser: venv
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m browser tests/test_browser.py
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m browser tests/test_browser.py tests/test_site.py
 
 # the README's findings: Up-Down count, orthogonal 16 dims, 600-step searches, 3 network seeds per
 # architecture, with every control; mean and 95% bootstrap interval over seeds (~35 min on a 2-core CPU

@@ -176,31 +176,37 @@ def driver(lab, tmp_path_factory):
 
 # ---- the page --------------------------------------------------------------------------------------
 
+# The notebook's panel, found by its path among the widgets of JupyterLab's main area. Not through
+# shell.currentWidget: that follows focus, and in a headless Chromium that never focuses the page (Debian's
+# Chromium 150) it stays empty, so a test built on it waits out its timeout with the notebook open.
+PANEL_JS = ("const w = window.jupyterapp ? Array.from(window.jupyterapp.shell.widgets('main'))"
+            ".find(p => p.context && p.context.path === arguments[0]) : undefined;")
+
+
 def _open(driver, url: str, name: str) -> None:
     driver.get(f"{url}/lab/tree/{name}")
     _wait(lambda: driver.execute_script(
-        "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-        "return !!(w && w.context && w.context.isReady && w.content && w.content.widgets && w.content.widgets.length);"),
+        PANEL_JS + "return !!(w && w.context.isReady && w.content && w.content.widgets && w.content.widgets.length);", name),
         90, f"JupyterLab to open {name}")
 
 
-def _kernel_status(driver) -> str | None:
+def _kernel_status(driver, name: str) -> str | None:
     return driver.execute_script(
-        "const w = window.jupyterapp.shell.currentWidget; const s = w && w.sessionContext;"
-        "return s && s.session && s.session.kernel ? s.session.kernel.status : null;")
+        PANEL_JS + "const s = w && w.sessionContext; return s && s.session && s.session.kernel ? s.session.kernel.status : null;",
+        name)
 
 
-def _run_all(driver) -> None:
-    _wait(lambda: _kernel_status(driver) == "idle", 90, "the kernel to start")
-    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+def _run_all(driver, name: str) -> None:
+    _wait(lambda: _kernel_status(driver, name) == "idle", 90, "the kernel to start")
+    # the command runs on the panel named by its id (JupyterLab 4's widgetId argument), focused or not
+    driver.execute_script(PANEL_JS + "window.jupyterapp.commands.execute('notebook:run-all-cells', {widgetId: w.id});", name)
     # every code cell executed: an execution count on each, none pending ([*]), the kernel idle
     def done():
         counts = driver.execute_script(
-            "const w = window.jupyterapp.shell.currentWidget;"
-            "return w.content.widgets.filter(c => c.model.type === 'code').map(c => c.model.executionCount);")
+            PANEL_JS + "return w.content.widgets.filter(c => c.model.type === 'code').map(c => c.model.executionCount);", name)
         busy = driver.execute_script(
             "return Array.from(document.querySelectorAll('.jp-InputPrompt')).some(p => p.textContent.includes('*'));")
-        return counts and all(c is not None for c in counts) and not busy and _kernel_status(driver) == "idle"
+        return counts and all(c is not None for c in counts) and not busy and _kernel_status(driver, name) == "idle"
     _wait(done, 150, "every cell to run", every=0.5)
     errors = driver.execute_script(
         "return Array.from(document.querySelectorAll('.jp-OutputArea-output[data-mime-type=\"application/vnd.jupyter.stderr\"]'))"
@@ -256,7 +262,7 @@ def test_explorer_in_a_browser(lab, driver):
     url, work, mode = lab
     t0 = time.perf_counter()
     _open(driver, url, NOTEBOOK.name)
-    _run_all(driver)
+    _run_all(driver, NOTEBOOK.name)
     # a live widget: sliders in the DOM, no text repr of one
     explorer = _wait(lambda: driver.find_element("css selector", ".symlib-explorer"), 30, "the explorer widget")
     assert len(driver.find_elements("css selector", ".symlib-explorer .widget-slider .noUi-handle")) == 5
