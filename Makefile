@@ -48,7 +48,7 @@ book-compare: venv
 	$(PM) notebooks/03_das_alignment.ipynb $(OUT)/03_das_alignment_compare.ipynb -p COMPARE True -p RESULTS_PATH $(CURDIR)/$(OUT)/03_das_alignment_compare.json
 
 # chapter 05 (learning dynamics) at its default size: GRU, LSTM and Transformer, three seeds each, every search
-# to convergence (hours on a 2-core CPU). Not yet part of `make book` (benchmarks/README.md).
+# to convergence (hours on a 2-core CPU). `make book` runs it at a reader's size (benchmarks/README.md).
 dynamics: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/05_learning_dynamics.ipynb $(OUT)/05_learning_dynamics.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/05_learning_dynamics.json

@@ -15,8 +15,9 @@ about 1.25x the work of one chapter with two. Training is different: a Transform
 1.75x slower on one thread, and a network's weights depend, in float rounding, on the thread
 count that trained it. So the chapters that train the book's networks (00, 02) run first,
 one at a time with every core (``alone``), and give the same networks as a reader training
-them in JupyterLab; the others (01, 03, 04, 07, 08) then run two at a time with one thread
-each, chapter 03 (the longest) first. ``--jobs 1`` runs every chapter one after another with
+them in JupyterLab; the others (01, 03-08) then run two at a time with one thread each,
+chapter 03 (the longest) first. Chapters 05 and 06 run at a reader's size (the book's seed-0
+networks, warm-start searches capped at 300 steps) and show their full runs from results/. ``--jobs 1`` runs every chapter one after another with
 every core. Torch threads per chapter that is not alone: the cores divided by the jobs.
 
 Exit status: 0 when every chapter ran, 1 when one failed (the chapters running then
@@ -64,6 +65,14 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("04_compare_programs", "04_compare_programs", needs=("02_train_models_gru", "02_train_models_transformer")),
     Chapter("01_tasks_and_programs", "01_tasks_and_programs"),
     Chapter("08_explorer", "08_explorer", needs=("03_das_alignment",)),
+    # 05 and 06 at a reader's size: the networks the book trains, searches capped where they only illustrate
+    # (each chapter shows its full run at convergence, committed in results/, beside its own)
+    Chapter("06_model_alignment_search", "06_model_alignment_search",
+            {"NETWORKS": "gru:0,lstm:0,transformer:0", "UNITS": "1,4,16", "CROSS_TASK": ""},
+            needs=("02_train_models_gru", "02_train_models_lstm", "02_train_models_transformer")),
+    Chapter("05_learning_dynamics", "05_learning_dynamics",
+            {"ARCHS": "gru,lstm", "SEEDS": "0", "N_CHECKPOINTS": 6, "WARM_STEPS": 300, "COLD_CHECK": 1},
+            needs=("02_train_models_gru", "02_train_models_lstm")),
 )
 
 
