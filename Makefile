@@ -64,7 +64,7 @@ dynamics-full: venv
 	$(BIN)/python -m symlib.report $(DYN_FULL)/05_learning_dynamics.json --readme README.md --block dynamics
 
 # chapter 06 (Model Alignment Search) at its default size: three GRU seeds, an LSTM and a Transformer, plus a
-# SingleObject GRU. Not yet part of `make book` (benchmarks/README.md).
+# SingleObject GRU. `make book` runs it at a reader's size (three networks, three sizes).
 mas: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/06_model_alignment_search.ipynb $(OUT)/06_model_alignment_search.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/06_model_alignment_search.json
