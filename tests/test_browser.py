@@ -35,24 +35,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_helpers import chromium, missing
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "08_explorer.ipynb"
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FIGURES = REPO / "figures"  # the repository's, not SYMLIB_FIGURES: the README shows the screenshot
 LATENCY_BOUND_MS = 1000  # generous, for CI machines; the measured numbers are written and printed
-
-
-def _missing() -> str | None:
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        return f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver; .ci/run does)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "needs selenium (pip install -e '.[test]')"
-    return None
 
 
 def _free_port() -> int:
@@ -93,7 +83,7 @@ def _book_network() -> tuple[Path, Path] | None:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on a temporary folder holding a copy of chapter 08; yields (url, folder)."""
-    why = _missing()
+    why = missing()
     if why:
         pytest.skip(why)
     root = tmp_path_factory.mktemp("lab")
@@ -158,16 +148,7 @@ def lab(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver(lab, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", "--window-size=1400,1200"):
-        opts.add_argument(a)
-    d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    d = chromium(tmp_path_factory.mktemp("chromium"), "1400,1200")
     try:
         yield d
     finally:

@@ -21,29 +21,19 @@ import time
 from pathlib import Path
 
 import pytest
+from browser_helpers import chromium, missing
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 FIGURES = REPO / "figures"  # the repository's, like test_browser.py's screenshot
 CHAPTERS = ("00_quickstart", "01_tasks_and_programs")
-
-
-def _missing() -> str | None:
-    if not CHROMIUM.exists() or not CHROMEDRIVER.exists():
-        return f"needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install chromium chromium-driver; .ci/run does)"
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        return "needs selenium (pip install -e '.[test]')"
-    return None
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """Chapters 00 and 01 executed at smoke size and the site built from them: (index.html, seconds taken)."""
-    why = _missing()
+    why = missing()
     if why:
         pytest.skip(why)
     t0 = time.perf_counter()
@@ -72,16 +62,7 @@ def site(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver(site, tmp_path_factory):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--disable-dev-shm-usage", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}", "--window-size=1400,1000"):
-        opts.add_argument(a)
-    d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    d = chromium(tmp_path_factory.mktemp("chromium"), "1400,1000")
     try:
         yield d
     finally:
