@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-html book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench clean
+.PHONY: all venv book book-html book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench bench-peers gpu-check clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -140,6 +140,21 @@ bench: venv
 	$(BIN)/python benchmarks/bench_mas.py
 	$(BIN)/python benchmarks/bench_search_step.py
 	$(BIN)/python benchmarks/bench_book.py
+
+# symlib's DAS search against pyvene's on the same GRU, pairs, loss and optimiser (benchmarks/bench_peers.py; see
+# benchmarks/README.md, "symlib and pyvene"). pyvene is the optional extra `peers`, installed here with torch pinned to
+# the venv's own build, so it can never replace it; it runs offline. PEERS_ARGS passes options (e.g. --threads 1).
+bench-peers: venv
+	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
+	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e ".[peers]"
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py $(PEERS_ARGS)
+
+# on a machine with a CUDA GPU: pytest -m gpu, then the README's speed figures on CUDA (a DAS step, MAS up to five
+# networks, five seeds trained together, IIA over >= 15 checkpoints) in out/bench_gpu.json with the device named.
+# GPU_ARGS=--dry-run: the same at toy sizes on the CPU, in seconds (tests/test_gpu_script.py runs it). It uses
+# .venv's Python when its torch sees the GPU, else python3 (PYTHON=... to choose), so it needs no CPU venv.
+gpu-check:
+	bash benchmarks/gpu.sh $(GPU_ARGS)
 
 clean:
 	rm -rf $(OUT) .pytest_cache
