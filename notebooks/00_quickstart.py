@@ -30,12 +30,10 @@ import symlib
 from symlib.plotting import plot_learning_curves, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
-cfg = symlib.TrainConfig(
-    task="multiobject", arch="gru", d_model=32 if smoke else 128, seed=SEED,
-    max_steps=24 if smoke else MAX_STEPS,
-    # the same smoke sizes as notebooks 02 and 03, so a test run shares one tiny run
-    **(dict(eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}),
-)
+symlib.params.check_notebook("00_quickstart", globals())  # every parameter, before anything is trained or written
+# smoke: the test suite's tiny run (symlib.params.SMOKE_TRAIN), shared with notebooks 02 and 03
+cfg = symlib.TrainConfig(task="multiobject", arch="gru", seed=SEED,
+                         **(symlib.params.SMOKE_TRAIN if smoke else dict(max_steps=MAX_STEPS)))
 task = cfg.make_task()
 cfg
 

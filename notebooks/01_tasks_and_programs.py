@@ -31,6 +31,7 @@ import symlib
 from symlib.plotting import draw_sequences, plot_program_trace, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
+symlib.params.check_notebook("01_tasks_and_programs", globals())  # every parameter, before any work
 n_pairs = 300 if smoke else N_PAIRS
 g = torch.Generator().manual_seed(SEED)
 

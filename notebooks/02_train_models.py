@@ -38,22 +38,16 @@ import symlib
 from symlib.plotting import plot_learning_curves, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
-# Every check on the parameters happens here, before anything is trained or written:
+# Every check on the parameters happens here, before anything is trained or written (symlib/params.py):
 # an unknown TASK or ARCH, a width the architecture cannot take, or a step cap or patience
-# out of range stops the notebook now.
-if isinstance(MAX_STEPS, bool) or not isinstance(MAX_STEPS, int) or (MAX_STEPS != -1 and MAX_STEPS < 1):
-    raise ValueError(f"MAX_STEPS={MAX_STEPS!r} is not allowed: -1 (the book's cap: 3000 for RNNs, 1000 for Transformers) "
-                     "or a whole number of steps >= 1")
-if isinstance(PATIENCE, bool) or not isinstance(PATIENCE, int) or PATIENCE < 0:
-    raise ValueError(f"PATIENCE={PATIENCE!r} is not allowed: a whole number >= 0 (evaluations in a row at >= 0.99 "
-                     "trial accuracy before training stops; 0 never stops early)")
-cfg = symlib.TrainConfig(
-    task=TASK, arch=ARCH, seed=SEED, d_model=D_MODEL,
-    max_steps=24 if smoke else None if MAX_STEPS == -1 else MAX_STEPS, patience=PATIENCE,
-    response_input=None if RESPONSE_INPUT == "original" else RESPONSE_INPUT,
-    unk_p=None if UNK_P < 0 else UNK_P,
-    **(dict(eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}),
-)
+# out of range stops the notebook now, naming the parameter, its value and what is allowed.
+symlib.params.check_notebook("02_train_models", globals())
+recipe = dict(task=TASK, arch=ARCH, seed=SEED, d_model=D_MODEL, max_steps=None if MAX_STEPS == -1 else MAX_STEPS,
+              patience=PATIENCE, response_input=None if RESPONSE_INPUT == "original" else RESPONSE_INPUT,
+              unk_p=None if UNK_P < 0 else UNK_P)
+if smoke:  # the test suite's tiny run (symlib.params.SMOKE_TRAIN) at this notebook's D_MODEL
+    recipe.update({k: v for k, v in symlib.params.SMOKE_TRAIN.items() if k != "d_model"})
+cfg = symlib.TrainConfig(**recipe)
 device = symlib.resolve_device(DEVICE)
 tag = cfg.run_name()  # figures named after the run (task, arch, width, seed, and a hash of any other recipe)
 print(cfg, device, sep="\n")

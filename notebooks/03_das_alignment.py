@@ -55,45 +55,37 @@ import torch
 import symlib
 from symlib import plotting
 from symlib.controls import CHANGED_CONTROLS, run_das_with_controls
-from symlib.das import check_fits, make_search_pairs
+from symlib.das import make_search_pairs
 from symlib.widgets import intervention_explorer
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-sweep = symlib.utils.parse_list(SWEEP, int, "SWEEP")[: 2 if smoke else None]
-train_kw = dict(d_model=32, max_steps=24, eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}
-# every check runs before any network is trained or anything is written
-if RUN_DIR:
-    run_cfg = symlib.training.run_config(RUN_DIR)
-    if (run_cfg.arch, run_cfg.task) != (ARCH, TASK):
-        raise ValueError(f"RUN_DIR holds a {run_cfg.arch} trained on {run_cfg.task}, but ARCH={ARCH!r} and TASK={TASK!r}: "
-                         "set them to match the run, or leave RUN_DIR empty")
-else:
-    run_cfg = symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
+# every check runs before any network is trained or anything is written (symlib/params.py): each value,
+# a RUN_DIR that matches ARCH and TASK, a VARIABLE the PROGRAM has, subspaces no wider than the state
+checked = symlib.params.check_notebook("03_das_alignment", globals())
+sweep = checked["SWEEP"][: 2 if smoke else None]
+train_kw = dict(symlib.params.SMOKE_TRAIN) if smoke else {}  # the test suite's tiny run
+run_cfg = symlib.training.run_config(RUN_DIR) if RUN_DIR else symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
 
 def budget(kind: str, illustration: bool = False) -> int:
     """The step cap of a search with alignment ``kind``: boundless runs until its size converges; the
     main search until it converges (``MAX_STEPS`` only guards against one that never settles); the
     illustrations of sections 5 and 6 at a smaller, stated cap."""
     if smoke:
-        return 40 if kind == "boundless" else 20
+        return symlib.params.SMOKE_BOUNDLESS_STEPS if kind == "boundless" else symlib.params.SMOKE_SEARCH["max_steps"]
     if kind == "boundless":
         return BOUNDLESS_MAX_STEPS
     return ILLUSTRATION_STEPS if illustration else MAX_STEPS
 
 
-das_cfg = symlib.DASConfig(
-    program=PROGRAM, variable=VARIABLE, alignment=ALIGNMENT, n_units=N_UNITS, seed=SEED,
-    max_steps=budget(ALIGNMENT), n_train=256 if smoke else N_TRAIN, n_val=128 if smoke else N_VAL,
-    n_test=128 if smoke else N_TEST, n_test_heldout=min(N_TEST_HELDOUT, 64) if smoke else N_TEST_HELDOUT,
-    eval_every=10 if smoke else 50,
-)
+size = dict(n_train=N_TRAIN, n_val=N_VAL, n_test=N_TEST, n_test_heldout=N_TEST_HELDOUT, eval_every=50)
+if smoke:  # the test suite's tiny searches
+    size.update({k: v for k, v in symlib.params.SMOKE_SEARCH.items() if k != "max_steps"},
+                n_test_heldout=min(N_TEST_HELDOUT, symlib.params.SMOKE_HELDOUT))
+das_cfg = symlib.DASConfig(program=PROGRAM, variable=VARIABLE, alignment=ALIGNMENT, n_units=N_UNITS, seed=SEED,
+                           max_steps=budget(ALIGNMENT), **size)
 task = symlib.make_task(TASK)
-symlib.counterfactuals.variable_blocks(symlib.make_program(PROGRAM, task), VARIABLE)
-width = symlib.build_model(run_cfg.model_config()).state_size()  # the state the search intervenes on
-check_fits(das_cfg, width)
-replace(das_cfg, alignment="boundless", max_steps=budget("boundless"))  # checks BOUNDLESS_MAX_STEPS
-replace(das_cfg, max_steps=budget(ALIGNMENT, illustration=True))  # checks ILLUSTRATION_STEPS
+width = symlib.params.state_width(run_cfg.arch, run_cfg.d_model)  # the state the search intervenes on
 store = symlib.ResultsStore() if USE_STORE else None
 das_cfg
 

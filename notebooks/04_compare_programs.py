@@ -54,9 +54,10 @@ from symlib.stats import format_ci
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-parse = symlib.utils.parse_list
-archs, tasks, programs = parse(ARCHS, str, "ARCHS"), parse(TASKS, str, "TASKS"), parse(PROGRAMS, str, "PROGRAMS")
-variables, seeds = parse(VARIABLES, str, "VARIABLES"), parse(SEEDS, int, "SEEDS")
+# every check runs before any network is trained or anything is written (symlib/params.py): each
+# list item, seeds unique and >= 0, a program in PROGRAMS for every item of VARIABLES, GRID_TABLE there
+checked = symlib.params.check_notebook("04_compare_programs", globals())
+archs, tasks, programs, variables, seeds = (checked[k] for k in ("ARCHS", "TASKS", "PROGRAMS", "VARIABLES", "SEEDS"))
 
 
 def cells_for(archs, tasks, programs, variables, seeds):
@@ -70,16 +71,7 @@ def cells_for(archs, tasks, programs, variables, seeds):
 
 
 cells = cells_for(archs, tasks, programs, variables, seeds)
-if not cells:
-    raise ValueError(f"no program in PROGRAMS={PROGRAMS!r} has a variable in VARIABLES={VARIABLES!r}")
-if MAX_STEPS < 1:
-    raise ValueError(f"MAX_STEPS={MAX_STEPS!r}: a search needs at least one step")
 common = dict(device=DEVICE, store=USE_STORE, smoke=smoke, max_steps=MAX_STEPS)
-# every check runs before any network is trained or anything is written
-for c in cells + [dict(arch=SAMEOBJECT_ARCH, task="sameobject", program="up_down", variable="count")]:
-    compare.validate_params(c)
-if GRID_TABLE and not Path(GRID_TABLE).exists():
-    raise FileNotFoundError(f"GRID_TABLE={GRID_TABLE!r} does not exist; run `make compare-grid` first or leave it empty")
 print(f"{len(cells)} cells in the table; search budget per cell: "
       f"{compare.SMOKE_SEARCH if smoke else {**{k: compare.COMPARE_SEARCH[k] for k in ('n_train', 'n_val', 'n_test', 'n_test_heldout')}, 'max_steps': MAX_STEPS}}"
       " (each stops earlier once converged)")

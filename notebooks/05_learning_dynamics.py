@@ -51,28 +51,16 @@ from symlib.stats import format_ci, mean_ci
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-parse = symlib.utils.parse_list
-archs, seeds = parse(ARCHS, str, "ARCHS"), parse(SEEDS, int, "SEEDS")
+# every check runs before any network is trained or anything is written (symlib/params.py):
+# each value, seeds unique and >= 0, SEED one of SEEDS
+checked = symlib.params.check_notebook("05_learning_dynamics", globals())
+archs, seeds = checked["ARCHS"], checked["SEEDS"]
 fig_tag = f"{'-'.join(archs)}_s{'-'.join(map(str, seeds))}"  # figures named after what they show, so no run overwrites another's
-# every check runs before any network is trained or anything is written
-for a in archs:
-    symlib.utils.check_choice("architecture", a, symlib.ARCH_NAMES)
-symlib.utils.check_choice("task", TASK, symlib.TASK_NAMES)
-if len(set(seeds)) != len(seeds):
-    raise ValueError(f"SEEDS={SEEDS!r} repeats a seed")
-if SEED not in seeds:
-    raise ValueError(f"SEED={SEED} must be one of SEEDS={SEEDS!r}")
-for name, value, allowed in (("AFTER_SOLVE", AFTER_SOLVE, AFTER_SOLVE >= 0), ("COLD_CHECK", COLD_CHECK, COLD_CHECK >= 0),
-                              ("WARM_STEPS", WARM_STEPS, WARM_STEPS >= 0),
-                              ("N_CHECKPOINTS", N_CHECKPOINTS, N_CHECKPOINTS == 0 or N_CHECKPOINTS >= 2)):
-    if not allowed:
-        raise ValueError(f"{name}={value!r} is not allowed: AFTER_SOLVE, COLD_CHECK and WARM_STEPS >= 0 (WARM_STEPS 0: the fresh "
-                         "search's cap); N_CHECKPOINTS 0 (every checkpoint) or >= 2")
-train_kw = dict(d_model=32, max_steps=50, n_eval_trials=64, n_train_trials=256) if smoke else {}
+train_kw = dict(symlib.params.SMOKE_TRAIN_DYNAMICS) if smoke else {}  # the test suite's tiny runs
 search = dict(dynamics.DYNAMICS_SEARCH, seed=SEED)
-if smoke:
-    search.update(n_units=4, max_steps=20, eval_every=10, n_train=256, n_val=128, n_test=128)
-warm_steps = 10 if smoke else (WARM_STEPS or None)
+if smoke:  # ... and searches
+    search.update(symlib.params.SMOKE_SEARCH, n_units=symlib.params.SMOKE_UNITS)
+warm_steps = symlib.params.SMOKE_WARM_STEPS if smoke else (WARM_STEPS or None)
 warm_cap = warm_steps or search["max_steps"]  # what caps a warm start
 n_ckpt = N_CHECKPOINTS or None
 print(f"{len(archs)} architecture(s) x {len(seeds)} seeds; search at each checkpoint: "

@@ -50,29 +50,20 @@ from symlib.stats import format_ci, mean_ci
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-parse = symlib.utils.parse_list
-items = parse(NETWORKS, str, "NETWORKS")
-fig_tag = "-".join(i.replace(":", "") for i in items) + f"_s{SEED}"  # figures named after the networks and the seed
-specs = []
-for it in items:
-    arch, _, seed = it.partition(":")
-    symlib.utils.check_choice("architecture", arch, symlib.ARCH_NAMES)
-    if not seed.strip().lstrip("-").isdigit():
-        raise ValueError(f"NETWORKS items are arch:seed, e.g. gru:0; got {it!r}")
-    specs.append((arch, int(seed)))
-if len(specs) < 2 or len(set(specs)) != len(specs):
-    raise ValueError(f"NETWORKS={NETWORKS!r}: name at least two different networks (arch:seed)")
-units = sorted(set(parse(UNITS, int, "UNITS")))
-if CROSS_TASK:
-    symlib.utils.check_choice("task", CROSS_TASK, symlib.TASK_NAMES)
-if N_UNITS < 1 or any(u < 1 for u in units) or MAX_STEPS < 1 or SWEEP_STEPS < 1:
-    raise ValueError("N_UNITS, UNITS, MAX_STEPS and SWEEP_STEPS must be >= 1")
+# every check runs before any network is trained or anything is written (symlib/params.py): NETWORKS
+# items arch:seed (two or more, none twice, seeds >= 0), subspace sizes no wider than the networks' state
+checked = symlib.params.check_notebook("06_model_alignment_search", globals())
+specs = checked["NETWORKS"]  # (arch, seed) pairs
+fig_tag = "-".join(f"{a}{s}" for a, s in specs) + f"_s{SEED}"  # figures named after the networks and the seed
+units = sorted(set(checked["UNITS"]))
 task = symlib.make_task("multiobject")
-train_kw = dict(d_model=32, max_steps=50, n_eval_trials=64, n_train_trials=256) if smoke else {}
-size = dict(n_train=256, n_val=64, n_test=64, eval_every=5) if smoke else dict(n_train=10_000, n_val=1_000, n_test=1_000, eval_every=50)
-n_units = 4 if smoke else N_UNITS
+train_kw = dict(symlib.params.SMOKE_TRAIN_DYNAMICS) if smoke else {}  # the test suite's tiny networks and searches
+mas_smoke = symlib.params.SMOKE_MAS
+size = ({k: mas_smoke[k] for k in ("n_train", "n_val", "n_test", "eval_every")} if smoke
+        else dict(n_train=10_000, n_val=1_000, n_test=1_000, eval_every=50))
+n_units = symlib.params.SMOKE_UNITS if smoke else N_UNITS
 units = [u for u in units if u <= 8] if smoke else units
-max_steps, sweep_steps = (10, 10) if smoke else (MAX_STEPS, SWEEP_STEPS)
+max_steps, sweep_steps = (mas_smoke["max_steps"], mas_smoke["max_steps"]) if smoke else (MAX_STEPS, SWEEP_STEPS)
 # the joint searches stop once converged (best validation changed-pair IIA gains < 0.005 over 1000 steps) or at the cap
 base = mas.MASConfig(n_units=n_units, max_steps=max_steps, seed=SEED, **size)  # converged or capped (no loss rule by default)
 print(f"{len(specs)} networks; joint search {n_units} dims, at most {max_steps} steps; size sweep {units}, at most {sweep_steps} steps each")

@@ -56,28 +56,19 @@ from symlib.findings import FINDINGS_TRAIN
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-symlib.utils.check_choice("HF_FAMILY", HF_FAMILY, ("gpt2", "llama"))
-for name, v in {"OWN_STEPS": OWN_STEPS, "HF_STEPS": HF_STEPS, "D_MODEL": D_MODEL, "N_UNITS": N_UNITS,
-                "DAS_STEPS": DAS_STEPS, "HF_DAS_STEPS": HF_DAS_STEPS, "MAS_STEPS": MAS_STEPS, "N_TRAIN": N_TRAIN}.items():
-    if int(v) < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
-if N_UNITS > D_MODEL:
-    raise ValueError(f"N_UNITS={N_UNITS} is wider than the networks (D_MODEL={D_MODEL})")
-book_spec = None
-if BOOK_NETWORK:
-    arch, _, s = BOOK_NETWORK.partition(":")
-    symlib.utils.check_choice("architecture in BOOK_NETWORK", arch, symlib.ARCH_NAMES)
-    if not s.strip().isdigit():
-        raise ValueError(f"BOOK_NETWORK is arch:seed, e.g. gru:0; got {BOOK_NETWORK!r}")
-    book_spec = (arch, int(s))
+# every check runs before anything is trained or written (symlib/params.py): each value, a HuggingFace
+# block the model has, subspaces no wider than the networks, BOOK_NETWORK as arch:seed
+checked = symlib.params.check_notebook("07_your_own_model", globals())
+book_spec = checked["BOOK_NETWORK"]  # (arch, seed), or None: no MAS
 have_hf = importlib.util.find_spec("transformers") is not None
 device = symlib.resolve_device(DEVICE)
 task = symlib.make_task("multiobject")
-d_model = 16 if smoke else D_MODEL
-n_units = 4 if smoke else N_UNITS
-train_size = dict(n_eval_trials=64, n_train_trials=256, eval_every=10) if smoke else dict(n_eval_trials=200, eval_every=25)
-own_steps, hf_steps = (40, 40) if smoke else (OWN_STEPS, HF_STEPS)
-das_size = (dict(n_train=256, n_val=64, n_test=64, eval_every=5, max_steps=10) if smoke
+own_smoke = symlib.params.SMOKE_OWN_MODEL  # the test suite's tiny networks and searches
+d_model = own_smoke["d_model"] if smoke else D_MODEL
+n_units = symlib.params.SMOKE_UNITS if smoke else N_UNITS
+train_size = own_smoke["train"] if smoke else dict(n_eval_trials=200, eval_every=25)
+own_steps, hf_steps = (own_smoke["steps"], own_smoke["steps"]) if smoke else (OWN_STEPS, HF_STEPS)
+das_size = (dict(symlib.params.SMOKE_MAS) if smoke
             else dict(n_train=N_TRAIN, n_val=500, n_test=1_000, eval_every=25, max_steps=DAS_STEPS))
 das_cfg = symlib.DASConfig(program="up_down", variable="count", n_units=n_units, seed=SEED, patience=4, **das_size)
 hf_das_cfg = replace(das_cfg, max_steps=das_cfg.max_steps if smoke else HF_DAS_STEPS)
@@ -195,7 +186,8 @@ hf_model, hf_acc, hf_run = None, None, None
 if have_hf:
     import symlib.hf
 
-    net = symlib.hf.tiny_hf(HF_FAMILY, task, d_model=d_model, n_layer=2, n_head=4 if d_model % 4 == 0 else 1, seed=SEED)
+    net = symlib.hf.tiny_hf(HF_FAMILY, task, d_model=d_model, n_layer=symlib.params.HF_BLOCKS,
+                            n_head=4 if d_model % 4 == 0 else 1, seed=SEED)
     print(f"{type(net).__name__}: {sum(p.numel() for p in net.parameters()):,} parameters; blocks {symlib.hf.block_names(net)}")
     hf = symlib.hf.wrap_hf(net, layer=HF_LAYER)
     hf_run = symlib.train(task="multiobject", arch="transformer", model=hf, seed=SEED, max_steps=hf_steps,
@@ -266,12 +258,13 @@ plotting.save_figure(fig, f"07_das_s{SEED}")
 mas_res = None
 if book_spec is not None:
     arch, bseed = book_spec
-    smoke_train = dict(d_model=32, max_steps=50, n_eval_trials=64, n_train_trials=256) if smoke else {}
+    smoke_train = symlib.params.SMOKE_TRAIN_DYNAMICS if smoke else {}
     book = symlib.load_or_train("multiobject", arch, bseed, device=DEVICE, **{**FINDINGS_TRAIN.get(arch, {}), **smoke_train})
     nets = [mas.MASNetwork(BOOK_NETWORK, book.model, task), mas.MASNetwork("your module", own_model, task)]
     if hf_model is not None:
         nets.append(mas.MASNetwork(HF_FAMILY, hf_model, task))
-    mas_cfg = mas.MASConfig(n_units=n_units, seed=SEED, patience=4, **{**das_size, "max_steps": 10 if smoke else MAS_STEPS})
+    mas_steps = symlib.params.SMOKE_MAS["max_steps"] if smoke else MAS_STEPS
+    mas_cfg = mas.MASConfig(n_units=n_units, seed=SEED, patience=4, **{**das_size, "max_steps": mas_steps})
     mas_res = mas.run_mas(nets, mas_cfg, progress=True, store=USE_STORE)
     M, C = (pd.DataFrame(mas_res.matrix(col), index=mas_res.names, columns=mas_res.names)
             for col in ("iia_changed_test", "initial_iia_changed_test"))

@@ -39,10 +39,12 @@ from symlib import widgets
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
+# every check runs before any network is trained or anything is written (symlib/params.py): each value,
+# and a VARIABLE the PROGRAM has
+symlib.params.check_notebook("08_explorer", globals())
 # the sizes of notebooks 02 and 03 (smoke: their tiny run), so the book's network and search are reused
-train_kw = dict(d_model=32, max_steps=24, eval_every=8, n_eval_trials=64, n_train_trials=256) if smoke else {}
+train_kw = dict(symlib.params.SMOKE_TRAIN) if smoke else {}
 task = symlib.make_task(TASK)
-symlib.counterfactuals.variable_blocks(symlib.make_program(PROGRAM, task), VARIABLE)  # a variable the program has
 cfg = widgets.explorer_config(PROGRAM, VARIABLE, seed=SEED, smoke=smoke, task=task)
 store = symlib.ResultsStore() if USE_STORE else None
 cfg

@@ -7,7 +7,8 @@ store (``store``), findings over seeds (``findings``, ``stats``), analyses (``an
 comparisons of programs (``compare``, ``interventions``), sweeps (``sweep``), learning
 dynamics (``dynamics``), Model Alignment Search across networks (``mas``) and the similarity
 baselines (``similarity``: linear CKA, RSA),
-figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``, ``utils``).
+figures and widgets (``plotting``, ``widgets``), paths and seeding (``paths``, ``utils``), and every
+chapter's parameters with their checks and smoke sizes (``params``).
 The names below are the ones notebooks use most.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .programs import PROGRAM_NAMES, counterfactual, make_program
 from .tasks import COUNT_SETS, HELDOUT_COUNTS, OUT_OF_RANGE_COUNTS, TASK_NAMES, TRAIN_COUNTS, Task, Trials, make_task
 from .training import RunResult, TrainConfig, checkpoint_steps, evaluate, load_checkpoint, load_or_train, load_run, train
 from .utils import resolve_device, seed_everything, write_results
+from . import params
 
 __version__ = "0.1.0"
 

@@ -16,6 +16,7 @@ program is also a row of the table the two share one search in the results store
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import replace
 
@@ -24,15 +25,16 @@ import pandas as pd
 import torch
 
 from .controls import CHANGED_CONTROLS, run_das_with_controls
-from .counterfactuals import make_pairs, pairs_from_trials, variable_blocks
+from .counterfactuals import make_pairs, pairs_from_trials
 from .das import DASConfig
 from .findings import FINDINGS_SEARCH, FINDINGS_TRAIN
 from .iia import evaluate_alignment
-from .models import ARCH_NAMES, greedy_rollout, make_model
-from .programs import PROGRAM_NAMES, intervention_positions, make_program
+from .models import ARCH_NAMES, greedy_rollout
+from .programs import intervention_positions, make_program
 from .stats import summarise
-from .tasks import COUNT_SETS, TASK_NAMES, Task, make_task
+from .tasks import COUNT_SETS, Task, make_task
 from .training import evaluate, load_or_train
+from . import params as params_mod
 from .utils import check_choice
 
 #: The comparison's search budget: the findings' budget (every cell; stated in the book and the README),
@@ -61,28 +63,31 @@ VALUE_COLUMNS = ("iia_test", "iia_changed_test", "frac_changed_test", "iia_chang
 def sites_of(arch: str) -> tuple[str, ...]:
     """The intervention sites of an architecture at the book's default size."""
     check_choice("architecture", arch, ARCH_NAMES)
-    return make_model(arch, vocab_size=8).sites
+    return params_mod.sites_of(arch)
 
 
 def validate_params(params: dict) -> None:
-    """Check one cell's parameters before anything runs; a ValueError names the valid choices.
+    """Check one cell's parameters before anything runs (``symlib.params``, chapter ``compare_cell``):
+    a ``ParamError`` (a ValueError) names each bad parameter, its value and what is allowed.
 
-    Used by ``symlib.sweep`` on every cell of a grid before the first one starts.
+    Parameters not given take ``compare_cell``'s defaults. Used by ``symlib.sweep`` on every
+    cell of a grid before the first one starts, and by ``compare_table`` and ``compare_cell``.
     """
-    arch = check_choice("architecture", params.get("arch", "gru"), ARCH_NAMES)
-    task = make_task(check_choice("task", params.get("task", "multiobject"), TASK_NAMES))
-    program = make_program(check_choice("program", params.get("program", "up_down"), PROGRAM_NAMES), task)
-    variable_blocks(program, params.get("variable", "count"))
-    site = params.get("site") or None
-    if site is not None:
-        check_choice(f"site of a {arch}", site, sites_of(arch))
     if params.get("alignment") == "boundless":
         raise ValueError("the comparison uses fixed-size alignments; boundless learns its size (chapter 03)")
+    values = {**_cell_defaults(), **params}
+    if values.get("site") is None:
+        values["site"] = ""
+    params_mod.check("compare_cell", values, local=False)
 
 
-#: The tiny size of the test suite (``smoke=True``): a small network and short searches.
-SMOKE_TRAIN = dict(d_model=32, max_steps=24, eval_every=8, n_eval_trials=64, n_train_trials=256)
-SMOKE_SEARCH = dict(max_steps=20, n_train=256, n_val=128, n_test=128, n_test_heldout=64, eval_every=10)
+def _cell_defaults() -> dict:
+    return {n: p.default for n, p in inspect.signature(compare_cell).parameters.items() if p.default is not p.empty}
+
+
+#: The tiny size of the test suite (``smoke=True``): a small network and short searches (``symlib.params``).
+SMOKE_TRAIN = params_mod.SMOKE_TRAIN
+SMOKE_SEARCH = dict(params_mod.SMOKE_SEARCH, n_test_heldout=params_mod.SMOKE_HELDOUT)
 
 
 def load_network(arch: str, task: str, seed: int, device: str, progress: bool, train_steps: int | None, smoke: bool = False):
@@ -104,7 +109,9 @@ def cell_result(arch: str, task: str, program: str, variable: str, seed: int = 0
     With the results store on (the default), a cell already run returns at once, so a chapter
     can read a cell's per-pair rows and alignment after a sweep computed it.
     """
-    validate_params(dict(arch=arch, task=task, program=program, variable=variable, site=site))
+    validate_params(dict(arch=arch, task=task, program=program, variable=variable, seed=seed, site=site, n_units=n_units,
+                         max_steps=max_steps, n_train=n_train, n_val=n_val, n_test=n_test, n_test_heldout=n_test_heldout,
+                         train_steps=train_steps, controls=controls, device=device, smoke=smoke))
     ctl_names = tuple(c for c in str(controls).split(",") if c)
     run = load_network(arch, task, seed, device, progress, train_steps, smoke)
     t = make_task(task)

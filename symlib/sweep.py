@@ -62,11 +62,18 @@ is usually deterministic, and rerunning it would hide it in a long sweep) unless
 Changing a parameter (also a fixed one) changes the cell ids, so those cells run anew.
 
 Before any cell runs, the spec is checked, and a mistake raises a ValueError (the command
-prints it and exits with status 2, creating nothing): missing or unknown keys, a missing
-notebook or function, parameter names the notebook's parameters cell or the function's
-signature does not have, values of the well-known parameters outside their choices
-(``arch``/``archs``, ``task``/``tasks``, ``program``/``programs``, ``variable``/``variables``,
-``alignment`` and ``device``, in any case; the plural ones take comma-separated lists).
+prints it and exits with status 2, creating nothing, also with ``--dry-run``): missing or
+unknown keys, an ``out`` that is a file, a missing notebook or function, parameter names the
+notebook's parameters cell or the function's signature does not have, and every cell's
+values: for one of the book's chapters (a notebook whose first cell runs
+``symlib.params.check_notebook``), the chapter's own check with the notebook's defaults filled
+in, the same one its first cell runs (types, ranges, choices, list items, cross-checks such as
+a subspace no wider than the network's state); for a function with a ``validate_params`` hook
+(``symlib.compare.compare_cell``'s checks ``symlib.params``), that hook; otherwise the
+well-known parameters' choices (``arch``/``archs``, ``task``/``tasks``, ``program``/``programs``,
+``variable``/``variables``, ``alignment`` and ``device``, in any case; the plural ones take
+comma-separated lists). Each problem is said once, naming the parameter as the grid spells it,
+its value and what is allowed, and the cells that have it when not all do.
 
 Three ways to execute it:
 
@@ -262,7 +269,11 @@ def cell_id(params: dict, fixed: dict | tuple | list = ()) -> str:
             continue
         value = params[name]
         text = json.dumps(json_ready(value, None), separators=(",", ":")) if isinstance(value, (list, tuple, dict)) else str(value)
-        parts.append(f"{_slug(name)}={_slug(text.strip('[]'))}")
+        value = text.strip("[]")
+        slug = _slug(value)
+        if value.startswith("-") and not slug.startswith("-"):  # a negative number keeps its sign: n_units=-4, not 4
+            slug = "-" + slug
+        parts.append(f"{_slug(name)}={slug}")
     slug = "_".join(parts)[:_SLUG_MAX].rstrip("_-") or "cell"
     return f"{slug}-{digest}"
 
@@ -309,13 +320,14 @@ def _import_target(name: str) -> Callable:
                      f"is it on the Python path (PYTHONPATH, or run from its folder)?")
 
 
-def _notebook_parameters(path: Path) -> list[str]:
+def _notebook_parameters(path: Path) -> dict:
+    """The notebook's parameters cell as papermill reads it: name -> {"default": source text, ...}."""
     try:
         import papermill
     except ImportError:
         raise ValueError("notebook sweeps need papermill: pip install -e '.[book]'") from None
     try:
-        return list(papermill.inspect_notebook(str(path)))
+        return dict(papermill.inspect_notebook(str(path)))
     except Exception as e:
         raise ValueError(f"cannot read the parameters of notebook {path}: {type(e).__name__}: {e}") from None
 
@@ -343,10 +355,11 @@ def _check_value(name: str, value: Any, choices: dict[str, tuple[str, ...]]) -> 
 def validate(spec: dict) -> None:
     """Check a sweep spec before anything runs; raise a ValueError saying every problem found.
 
-    Checks the keys, the grid's shape, that the notebook exists or the function imports,
-    the parameter names (the notebook's parameters cell, the function's signature unless it
-    takes ``**kwargs``), required function arguments, the values of the well-known parameters
-    (``known_choices``), and the function's ``validate_params`` hook on every cell.
+    Checks the keys, the grid's shape, that ``out`` is no file, that the notebook exists or the
+    function imports, the parameter names (the notebook's parameters cell, the function's
+    signature unless it takes ``**kwargs``), required function arguments, and every cell's
+    values: by the notebook's chapter check (``symlib.params``) when it has one, else by the
+    function's ``validate_params`` hook, else the well-known parameters' choices (``known_choices``).
     """
     if not isinstance(spec, dict):
         raise ValueError(f"a sweep spec is a mapping with the keys {', '.join(SPEC_KEYS)}; got a {type(spec).__name__}")
@@ -363,6 +376,12 @@ def validate(spec: dict) -> None:
         raise ValueError(f"the sweep spec is missing {' and '.join(map(repr, missing))}; valid keys: {', '.join(SPEC_KEYS)}")
     if not isinstance(spec["out"], (str, Path)) or not str(spec["out"]):
         raise ValueError(f"'out' should be a folder path, got {spec['out']!r}")
+    out = Path(spec["out"]).expanduser()
+    for p in (out, *out.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"'out' should be a folder, but {p} is a file" + (f" (in the path {out})" if p != out else ""))
+            break
     fixed = _fixed(spec)
     grids = _subgrids(spec)
     both = sorted({n for g in grids for n in g} & set(fixed))
@@ -380,7 +399,8 @@ def validate(spec: dict) -> None:
         if not path.is_file():
             raise ValueError(f"notebook not found: {path} (a relative path is looked up in the YAML file's folder, "
                              "then in the current directory)")
-        valid = [n for n in _notebook_parameters(path) if n != RESULTS_PARAM]
+        nb_params = _notebook_parameters(path)
+        valid = [n for n in nb_params if n != RESULTS_PARAM]
         what, takes_any = f"notebook {path.name}", False
     else:
         fn = _import_target(spec["function"])
@@ -406,23 +426,73 @@ def validate(spec: dict) -> None:
                 problems.append(f"{what} needs {', '.join(lacking)}, which a cell ({cell_id(params, fixed)}) does not set; "
                                 "add it to 'grid' or 'fixed'")
                 break
-    choices = known_choices()
-    for params in cells:
-        for n, v in params.items():
-            msg = _check_value(n, v, choices)
-            if msg and msg not in problems:
-                problems.append(msg)
+    # the values: a chapter's own check (symlib.params) for a notebook that has one, else the
+    # function's validate_params hook, else the well-known names' choices
+    chapter = _notebook_chapter(path) if has_nb else None
     hook = getattr(fn, "validate_params", None) if fn is not None else None
-    if callable(hook) and not problems:
+    if chapter is not None and not problems:
+        defaults = {n: _literal(p.get("default")) for n, p in nb_params.items()}
+        problems += _cell_problems(cells, fixed, lambda params: _chapter_check(chapter, {**defaults, **params}, path.parent))
+    elif callable(hook) and not problems:
+        problems += _cell_problems(cells, fixed, hook)
+    elif chapter is None and not callable(hook):
+        choices = known_choices()
         for params in cells:
-            try:
-                hook(dict(params))
-            except ValueError as e:
-                problems.append(f"cell {cell_id(params, fixed)}: {e}")
+            for n, v in params.items():
+                msg = _check_value(n, v, choices)
+                if msg and msg not in problems:
+                    problems.append(msg)
     if len(problems) == 1:
         raise ValueError(problems[0])
     if problems:
         raise ValueError(f"the sweep spec has {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _notebook_chapter(path: Path) -> str | None:
+    from . import params
+    return params.notebook_chapter(path)
+
+
+def _literal(text: Any) -> Any:
+    """A notebook parameter's default as a value (papermill gives its source text); the text when it is no literal."""
+    import ast
+    try:
+        return ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _chapter_check(chapter: str, values: dict, folder: Path) -> None:
+    """A notebook cell's parameters checked as the chapter's first cell checks them (relative paths from its folder)."""
+    from . import params
+    params.raise_problems(params.problems(chapter, values, local=False, base=folder))
+
+
+def _cell_problems(cells: list[dict], fixed: dict, check: Callable[[dict], None]) -> list[str]:
+    """``check`` (raising a ValueError) on every cell: each distinct problem once, saying in which cells
+    (none named when every cell has it)."""
+    found: dict[str, list[str]] = {}
+    for params in cells:
+        try:
+            check(dict(params))
+        except ValueError as e:
+            for msg in _split_problems(str(e)):
+                found.setdefault(msg, []).append(cell_id(params, fixed))
+    out = []
+    for msg, ids in found.items():
+        if len(ids) == len(cells):
+            out.append(msg)
+        else:
+            out.append(f"{msg} [in {len(ids)} of {len(cells)} cells, e.g. {ids[0]}]" if len(ids) > 1 else f"{msg} [in cell {ids[0]}]")
+    return out
+
+
+def _split_problems(text: str) -> list[str]:
+    """The problems in a ParamError's message (one, or a list of them after a heading)."""
+    lines = text.splitlines()
+    if len(lines) > 1 and all(line.startswith("  - ") for line in lines[1:]):
+        return [line[4:] for line in lines[1:]]
+    return [text]
 
 
 def _resolved(spec: dict | str | Path) -> dict:

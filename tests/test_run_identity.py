@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from symlib import training
+from symlib import params, training
 from symlib.book import CHAPTERS
 from symlib.findings import FINDINGS_TRAIN
 from symlib.training import TrainConfig, _finished, load_or_train, load_run, run_config, train
@@ -132,9 +132,8 @@ def test_the_book_recipe_keeps_the_plain_name_and_any_other_gets_its_own():
         assert TrainConfig(arch=arch, **FINDINGS_TRAIN.get(arch, {})).run_name() == plain  # make findings, chapters 04-07
     assert TrainConfig(max_steps=3000, patience=8.0, lr=5e-4, unk_p=0.0, response_input="free").run_name() == "multiobject-gru-d128-s0"
     assert TrainConfig(task="singleobject", arch="lstm", d_model=64, seed=2).run_name() == "singleobject-lstm-d64-s2"
-    smoke = dict(d_model=32, n_eval_trials=64, n_train_trials=256)
     others = [TrainConfig(arch="transformer", max_steps=3000), TrainConfig(patience=0), TrainConfig(lr=1e-3),
-              TrainConfig(max_steps=24, eval_every=8, **smoke), TrainConfig(max_steps=50, **smoke)]
+              TrainConfig(**params.SMOKE_TRAIN), TrainConfig(**params.SMOKE_TRAIN_DYNAMICS)]  # the test suite's tiny runs
     names = [c.run_name() for c in others]
     assert len(set(names)) == len(names)
     assert all(n.startswith(f"multiobject-{c.arch}-d{c.d_model}-s0-") for n, c in zip(names, others))
