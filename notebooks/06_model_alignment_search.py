@@ -347,7 +347,7 @@ for label, pts in vs_units.items():
     if pts:
         best = max(pts.values())
         enough = min((k for k, v in pts.items() if v >= 0.9 * best), default=None)
-        lines_out.append(f"- {label}: cross IIA {', '.join(f'{k} dims {v:.2f}' for k, v in sorted(pts.items()))}; "
+        lines_out.append(f"- {label}: cross IIA on raw states {', '.join(f'{k} dims {v:.2f}' for k, v in sorted(pts.items()))}; "
                          f"{enough} dims reach 90% of the best.")
 tf_i = [i for i, k in enumerate(kind) if k.startswith("transformer")]
 gru_i = [i for i, k in enumerate(kind) if k == "gru"]
@@ -364,7 +364,7 @@ if linear_pair is not None:
                      f"({lstm_net.name} into itself {lp.loc[(lstm_net.name, lstm_net.name)].iloc[1]:.3f} linear, "
                      f"{lp.loc[(lstm_net.name, lstm_net.name)].iloc[3]:.3f} z-scored); largest state coordinate "
                      + ", ".join(f"{r['network']} {r['largest |state| coordinate']:.1f}" for r in scale_rows) + ".")
-lines_out.append(f"- Stitching (whole state, count and phase pairs): {', '.join(f'{r.source} -> {r.target} {r.iia_changed_test:.2f}' for r in stitch.table.itertuples())}.")
+lines_out.append(f"- Stitching (whole raw state, count and phase pairs): {', '.join(f'{r.source} -> {r.target} {r.iia_changed_test:.2f}' for r in stitch.table.itertuples())}.")
 lines_out.append(f"- CL loss alone into {B.name}: " + "; ".join(
     f"{r['direction']} {r['CL only']:.3f} against {r['behavioural MAS']:.3f} behavioural ({r['recovered']:.0%})"
     for r in cl_tbl.to_dict("records")) + ".")

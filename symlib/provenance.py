@@ -45,7 +45,8 @@ def provenance(command: str, started: datetime, ended: datetime, **extra) -> dic
     uncommitted changes), UTC start and end, wall seconds, the machine (CPU model, cores,
     torch threads, CUDA device if any), Python and torch versions; ``extra`` is added as is."""
     import torch
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # changes to the code, not to what result commands write themselves (README blocks, results/)
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)README.md", ":(exclude)results")
     return {
         "command": command,
         "commit": _git("rev-parse", "HEAD"),
