@@ -170,7 +170,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
     ``command(chapter, out)`` gives the process to run (default: papermill on the chapter's
     notebook); each gets ``threads`` torch threads (default: cores // jobs) through the
     usual environment variables, an ``alone`` chapter every core (``threads * jobs``) with no
-    other chapter beside it. Among the chapters ready to start, the earliest in ``chapters``
+    other chapter beside it, and so does the last chapter to start when nothing else is running. Among the chapters ready to start, the earliest in ``chapters``
     goes first; while it waits to run alone, no later chapter starts. After a failure no
     chapter starts; those running finish. Returns ``{"chapters": {name: {"status",
     "seconds", "started", "log"}}, "seconds", "jobs", "threads"}`` and writes it to
@@ -236,12 +236,15 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
                 pending.remove(ready)
                 log_path = out / "logs" / f"{ready.name}.log"
                 log = open(log_path, "w")
-                n_threads = threads * jobs if ready.alone else threads
+                # a chapter with no other beside it and none left to start after it would leave cores idle on
+                # one thread: it gets every core, as an alone chapter does
+                last = not running and not pending
+                n_threads = threads * jobs if ready.alone or last else threads
                 proc = subprocess.Popen(command(ready, out), stdout=log, stderr=subprocess.STDOUT, env=env_for[n_threads],
                                         cwd=REPO_ROOT, start_new_session=True)
                 running.append(_Job(ready, proc, log, time.perf_counter()))
                 say(f"  started  {ready.name}  [{_clock(time.perf_counter() - t0)}]"
-                    + (f" alone, {n_threads} thread(s)" if ready.alone and jobs > 1 else ""))
+                    + (f" alone, {n_threads} thread(s)" if (ready.alone or last) and jobs > 1 else ""))
             if failed and not running:
                 for c in pending:
                     status[c.name] = entry("skipped", why="an earlier chapter failed")

@@ -86,7 +86,10 @@ def test_chapters_start_after_what_they_need_and_never_more_than_jobs_at_once(tm
     assert s["c"]["start"] >= max(s["b"]["end"], s["slow"]["end"])
     for name, r in s.items():  # at any chapter's start, at most two are running
         assert sum(o["start"] <= r["start"] < o["end"] for o in s.values()) <= 2, name
-    assert {r["threads"] for r in s.values()} == {"3"}
+    last = max(s, key=lambda n: s[n]["start"])
+    alone_at_start = not any(o["start"] <= s[last]["start"] < o["end"] for n, o in s.items() if n != last)
+    assert {r["threads"] for n, r in s.items() if n != last} == {"3"}
+    assert s[last]["threads"] == ("6" if alone_at_start else "3")
     # the first two in book order start first, together
     first = sorted(s, key=lambda n: s[n]["start"])[:2]
     assert set(first) == {"a", "slow"}
@@ -108,6 +111,15 @@ def test_alone_chapters_run_with_every_thread_and_nothing_beside_them(tmp_path):
     assert s["x"]["threads"] == s["y"]["threads"] == "1"
     assert s["x"]["start"] < s["y"]["end"] and s["y"]["start"] < s["x"]["end"]  # the two analyses ran side by side
     assert s["train2"]["start"] < s["z"]["start"]  # z, later in book order, waited for train2
+
+
+def test_the_last_chapter_to_start_alone_gets_every_thread(tmp_path):
+    """Nothing beside it and nothing after it: one thread would leave the other cores idle."""
+    plan = [Chapter("x", "x"), Chapter("y", "y"), Chapter("z", "z", needs=("x", "y"))]
+    run_book(plan, tmp_path / "out", jobs=2, threads=1, command=stamp_command(tmp_path, seconds=0.2), poll=0.02,
+             stream=open(os.devnull, "w"))
+    s = stamps(tmp_path)
+    assert s["x"]["threads"] == s["y"]["threads"] == "1" and s["z"]["threads"] == "2"
 
 
 def test_a_chain_gets_every_thread(tmp_path):
