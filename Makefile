@@ -147,7 +147,10 @@ bench: venv
 bench-peers: venv
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e ".[peers]"
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py $(PEERS_ARGS)
+	@mkdir -p results/peers
+	started=$$(date -u +%FT%TZ) && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py --out results/peers/bench_peers.json $(PEERS_ARGS) \
+	&& $(BIN)/python -m symlib.provenance results/peers/bench_peers.json --command "make bench-peers $(PEERS_ARGS)" --started $$started
+	$(BIN)/python -m symlib.report results/peers/bench_peers.json --readme README.md --block peers
 
 # on a machine with a CUDA GPU: pytest -m gpu, then the README's speed figures on CUDA (a DAS step, MAS up to five
 # networks, five seeds trained together, IIA over >= 15 checkpoints) in out/bench_gpu.json with the device named.

@@ -412,24 +412,27 @@ def main(argv=None):
             record(symlib_search("boundless"), "boundless", a.budget, True)
             record(pyvene_search("boundless", "given", a.budget), "boundless", a.budget, True)
     ratio = s_orth["ms_median"] / p_orth["ms_median"]
+    lines = []  # what the run concludes, printed and saved as the JSON's summary (the README's speed block)
+    for r in rows:
+        if "iia" in r:
+            extra = (f", pyvene's subspace by symlib's evaluator {r['iia_by_symlib']:.3f}" if "iia_by_symlib" in r else "")
+            size = (f", size {r.get('n_units') or r.get('boundary_dims')} dims" if r["alignment"] == "boundless" else "")
+            lines.append(f"- {r['library']}, {r['alignment']}: test IIA after {r['steps']} steps {r['iia']:.3f} "
+                         f"(changed pairs {r['iia_changed']:.3f}){extra}{size}")
+    lines.append(f"- ms per step, median of the first {a.steps} after {a.warmup} warm-up steps: symlib {s_orth['ms_median_first']}; "
+                 f"pyvene with the source states given {p_orth['ms_median_first']}, running the sources each step "
+                 f"{p_src['ms_median_first']}, with the source states given and its rotation computed once a step "
+                 f"(torch's parametrize.cached) {p_cached['ms_median_first']}")
+    lines.append(f"- ms per step over the whole {a.budget}-step search (median): symlib {s_orth['ms_median']}, "
+                 f"pyvene {p_orth['ms_median']} ({a.threads} torch thread(s), {a.device})")
+    lines.append(f"- ratio symlib/pyvene ms per step: {ratio:.3f}")
     write_report(a.out, a.threads, a.device, rows, [
         ("library", "{r[library]}"), ("alignment", "{r[alignment]}"),
         ("ms / step (median, mean)", "{r[ms_median]}, {r[ms_mean]}"),
         (f"median of the first {a.steps} timed", "{r[ms_median_first]}"), ("steps", "{r[steps]}")],
         network=what, pairs={"train": a.n_train, "test": a.n_test}, batch=a.batch, n_units=a.n_units,
-        same_network_check=check, ratio_symlib_over_pyvene=round(ratio, 4), pyvene=_version("pyvene"))
-    for r in rows:
-        if "iia" in r:
-            extra = (f", pyvene's subspace by symlib's evaluator {r['iia_by_symlib']:.3f}" if "iia_by_symlib" in r else "")
-            size = (f", size {r.get('n_units') or r.get('boundary_dims')} dims" if r["alignment"] == "boundless" else "")
-            print(f"{r['library']}, {r['alignment']}: test IIA after {r['steps']} steps {r['iia']:.3f} "
-                  f"(changed pairs {r['iia_changed']:.3f}){extra}{size}")
-    print(f"ms per step, median of the first {a.steps} after {a.warmup} warm-up steps: symlib {s_orth['ms_median_first']}; "
-          f"pyvene with the source states given {p_orth['ms_median_first']}, running the sources each step "
-          f"{p_src['ms_median_first']}, with the source states given and its rotation computed once a step "
-          f"(torch's parametrize.cached) {p_cached['ms_median_first']}")
-    print(f"ms per step over the whole {a.budget}-step search (median): symlib {s_orth['ms_median']}, pyvene {p_orth['ms_median']}")
-    print(f"ratio symlib/pyvene ms per step: {ratio:.3f}")
+        same_network_check=check, ratio_symlib_over_pyvene=round(ratio, 4), pyvene=_version("pyvene"), summary=lines)
+    print("\n".join(line[2:] for line in lines))
 
 
 if __name__ == "__main__":

@@ -155,7 +155,8 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
 
 
 @pytest.mark.parametrize("block,result", [("mas", "results/mas/06_model_alignment_search.json"),
-                                          ("dynamics", "results/dynamics/05_learning_dynamics.json")])
+                                          ("dynamics", "results/dynamics/05_learning_dynamics.json"),
+                                          ("peers", "results/peers/bench_peers.json")])
 def test_readme_chapter_blocks_are_the_committed_results(block, result, monkeypatch):
     """A chapter's block in the README is exactly its committed summary and provenance (empty before the run)."""
     from symlib.report import json_block, read_block
