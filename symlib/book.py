@@ -16,8 +16,9 @@ about 1.25x the work of one chapter with two. Training is different: a Transform
 count that trained it. So the chapters that train the book's networks (00, 02) run first,
 one at a time with every core (``alone``), and give the same networks as a reader training
 them in JupyterLab; the others (01, 03-08) then run two at a time with one thread each,
-chapter 03 (the longest) first. Chapters 05 and 06 run at a reader's size (the book's seed-0
-networks, warm-start searches capped at 300 steps) and show their full runs from results/. ``--jobs 1`` runs every chapter one after another with
+chapters 03 and 06 (the longest) first. Every chapter runs at a reader's size (see ``CHAPTERS``):
+what it reports as a finding converges, its illustrations stop at a stated cap, and chapters 05
+and 06 show their full runs from results/ beside their own. ``--jobs 1`` runs every chapter one after another with
 every core. Torch threads per chapter that is not alone: the cores divided by the jobs.
 
 Exit status: 0 when every chapter ran, 1 when one failed (the chapters running then
@@ -54,24 +55,27 @@ class Chapter:
 
 
 #: The book, in the order chapters start when several are ready: the networks first (each alone),
-#: then the longest analysis (03) beside the others.
+#: then the analyses two at a time, the longest (03 and 06) first.
 CHAPTERS: tuple[Chapter, ...] = (
     Chapter("00_quickstart", "00_quickstart", alone=True),
     Chapter("02_train_models_gru", "02_train_models", {"ARCH": "gru"}, needs=("00_quickstart",), alone=True),
     Chapter("02_train_models_lstm", "02_train_models", {"ARCH": "lstm"}, alone=True),
     Chapter("02_train_models_transformer", "02_train_models", {"ARCH": "transformer"}, alone=True),  # the book's cap: 1000 steps
-    Chapter("03_das_alignment", "03_das_alignment", needs=("02_train_models_gru",)),
+    # the analyses, longest first: 03 and 06 start side by side, the shorter ones fill in around them. A reader's
+    # size: the searches a chapter reports as findings run to convergence; its illustrations run at a smaller,
+    # stated cap (ILLUSTRATION_STEPS, MAX_STEPS of chapter 04), and chapters 05 and 06 take the book's seed-0
+    # networks and show their full runs at convergence (results/) beside their own
+    Chapter("03_das_alignment", "03_das_alignment", {"ILLUSTRATION_STEPS": 400}, needs=("02_train_models_gru",)),
+    Chapter("06_model_alignment_search", "06_model_alignment_search",
+            {"NETWORKS": "gru:0,lstm:0,transformer:0", "UNITS": "1,16", "CROSS_TASK": ""},
+            needs=("02_train_models_gru", "02_train_models_lstm", "02_train_models_transformer")),
     Chapter("07_your_own_model", "07_your_own_model", needs=("02_train_models_gru",)),
-    Chapter("04_compare_programs", "04_compare_programs", needs=("02_train_models_gru", "02_train_models_transformer")),
+    Chapter("04_compare_programs", "04_compare_programs", {"MAX_STEPS": 400},
+            needs=("02_train_models_gru", "02_train_models_transformer")),
     Chapter("01_tasks_and_programs", "01_tasks_and_programs"),
     Chapter("08_explorer", "08_explorer", needs=("03_das_alignment",)),
-    # 05 and 06 at a reader's size: the networks the book trains, searches capped where they only illustrate
-    # (each chapter shows its full run at convergence, committed in results/, beside its own)
-    Chapter("06_model_alignment_search", "06_model_alignment_search",
-            {"NETWORKS": "gru:0,lstm:0,transformer:0", "UNITS": "1,4,16", "CROSS_TASK": ""},
-            needs=("02_train_models_gru", "02_train_models_lstm", "02_train_models_transformer")),
     Chapter("05_learning_dynamics", "05_learning_dynamics",
-            {"ARCHS": "gru,lstm", "SEEDS": "0", "N_CHECKPOINTS": 6, "WARM_STEPS": 300, "COLD_CHECK": 1},
+            {"ARCHS": "gru,lstm", "SEEDS": "0", "N_CHECKPOINTS": 6, "WARM_STEPS": 300, "COLD_CHECK": 0},
             needs=("02_train_models_gru", "02_train_models_lstm")),
 )
 
