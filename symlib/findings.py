@@ -47,36 +47,72 @@ VALUE_COLUMNS = ("iia_test", "iia_changed_test", "iia_changed_main", "iia_test_h
 
 def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: str = "multiobject",
                    search: dict | None = None, train: dict | None = None, controls=CONTROL_NAMES,
-                   store=True, device: str = "auto", progress: bool = True) -> pd.DataFrame:
+                   store=True, device: str = "auto", progress: bool = True, jobs: int = 1) -> pd.DataFrame:
     """Run the search and its controls for every architecture and network seed; return tidy rows.
 
     search: DASConfig fields (default ``FINDINGS_SEARCH``: program up_down, variable count,
-    orthogonal, 16 dims). train: TrainConfig overrides for every architecture, merged over
-    ``FINDINGS_TRAIN``. One row per (arch, seed, measure), measure being ``das`` or a control.
+    orthogonal, 16 dims). train: TrainConfig overrides merged over ``FINDINGS_TRAIN``, for every
+    architecture, or per architecture as ``{arch: overrides}`` (every key an architecture name).
+    One row per (arch, seed, measure), measure being ``das`` or a control. jobs: (arch, seed)
+    cells computed at once, each in its own process with one torch thread (on a 2-core CPU,
+    ``jobs=2`` finishes sooner than one process with two threads); the rows are the same, in the
+    same order, up to float rounding.
     """
+    from .models import ARCH_NAMES
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs!r}")
+    per_arch = bool(train) and all(k in ARCH_NAMES for k in train)
     cfg = DASConfig(**{**FINDINGS_SEARCH, **(search or {})})
+    cells = [(arch, int(seed), {**FINDINGS_TRAIN.get(arch, {}), **((train or {}).get(arch, {}) if per_arch else (train or {}))})
+             for arch in archs for seed in seeds]
+    args = [(arch, seed, kw, task, cfg, controls, store, device) for arch, seed, kw in cells]
+    if jobs == 1 or len(cells) == 1:
+        rows = [_cell_rows(*a, progress=progress) for a in args]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        # the longest cells (Transformers) first, so that no worker is left with one at the end
+        order = sorted(range(len(cells)), key=lambda i: not cells[i][0].startswith("transformer"))
+        rows = [None] * len(cells)
+        with ProcessPoolExecutor(min(jobs, len(cells)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as ex:
+            futures = {ex.submit(_cell_rows, *args[i], progress=False): i for i in order}
+            from concurrent.futures import as_completed
+            for n, f in enumerate(as_completed(futures), 1):
+                i = futures[f]
+                rows[i] = f.result()
+                if progress:
+                    print(f"findings: {cells[i][0]} seed {cells[i][1]} done ({n}/{len(cells)})", flush=True)
+    return pd.DataFrame([r for cell in rows for r in cell])
+
+
+def _one_thread() -> None:
+    """A worker process of ``findings_table(jobs=...)``: one torch thread, so workers share the cores."""
+    import torch
+    torch.set_num_threads(1)
+
+
+def _cell_rows(arch: str, seed: int, train_kw: dict, task: str, cfg: DASConfig, controls, store, device: str,
+               progress: bool = True) -> list[dict]:
+    """The rows of one (arch, seed) cell of ``findings_table``: the network (loaded or trained), its search and controls."""
     t = make_task(task)
-    rows = []
-    for arch in archs:
-        for seed in seeds:
-            kw = {**FINDINGS_TRAIN.get(arch, {}), **(train or {})}
-            run = load_or_train(task, arch, int(seed), device=device, progress=progress, **kw)
-            t0 = time.perf_counter()
-            res = run_das_with_controls(run.model, t, cfg, controls=controls, progress=progress, store=store, seed=int(seed))
-            base = {"arch": arch, "seed": int(seed), "task": task, "program": cfg.program, "variable": cfg.variable,
-                    "alignment": cfg.alignment, "n_units": res.metrics["n_units"], "max_steps": cfg.max_steps,
-                    "trial_acc_train": run.summary.get("best_trial_acc_train"),
-                    "trial_acc_heldout": run.summary.get("best_trial_acc_heldout"),
-                    "steps_to_solve": run.summary.get("steps_to_solve"), "network_step": run.summary.get("best_step")}
-            m = res.metrics
-            rows.append({**base, "measure": "das", **{k: m.get(k) for k in VALUE_COLUMNS}, "iia_changed_main": m.get("iia_changed_test"),
-                         "steps": m["steps"], "converged": m.get("converged"), "seconds": round(time.perf_counter() - t0, 1),
-                         "cached": bool(m.get("cached"))})
-            for name, c in m["controls"].items():
-                # a fixed control (no swap, initial) trains nothing: nothing to converge
-                rows.append({**base, "measure": name, **{k: c.get(k) for k in VALUE_COLUMNS}, "iia_changed_main": c.get("iia_changed_main"),
-                             "steps": c.get("steps"), "converged": c.get("converged")})
-    return pd.DataFrame(rows)
+    run = load_or_train(task, arch, seed, device=device, progress=progress, **train_kw)
+    t0 = time.perf_counter()
+    res = run_das_with_controls(run.model, t, cfg, controls=controls, progress=progress, store=store, seed=seed)
+    base = {"arch": arch, "seed": seed, "task": task, "program": cfg.program, "variable": cfg.variable,
+            "alignment": cfg.alignment, "n_units": res.metrics["n_units"], "max_steps": cfg.max_steps,
+            "trial_acc_train": run.summary.get("best_trial_acc_train"),
+            "trial_acc_heldout": run.summary.get("best_trial_acc_heldout"),
+            "steps_to_solve": run.summary.get("steps_to_solve"), "network_step": run.summary.get("best_step")}
+    m = res.metrics
+    rows = [{**base, "measure": "das", **{k: m.get(k) for k in VALUE_COLUMNS}, "iia_changed_main": m.get("iia_changed_test"),
+             "steps": m["steps"], "converged": m.get("converged"), "seconds": round(time.perf_counter() - t0, 1),
+             "cached": bool(m.get("cached"))}]
+    for name, c in m["controls"].items():
+        # a fixed control (no swap, initial) trains nothing: nothing to converge
+        rows.append({**base, "measure": name, **{k: c.get(k) for k in VALUE_COLUMNS}, "iia_changed_main": c.get("iia_changed_main"),
+                     "steps": c.get("steps"), "converged": c.get("converged")})
+    return rows
 
 
 def summarise_findings(df: pd.DataFrame) -> pd.DataFrame:
@@ -224,6 +260,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-units", type=int, default=16)
     ap.add_argument("--max-steps", type=int, default=FINDINGS_SEARCH["max_steps"])
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--jobs", type=int, default=1, help="(arch, seed) cells at once, one process and one torch thread each (default 1)")
     ap.add_argument("--out", default="", help="CSV for the tidy table (default data/findings/<task>-<program>-<variable>-<alignment>.csv)")
     ap.add_argument("--report", default="", help="print the findings from this saved tidy table (CSV) and run nothing")
     ap.add_argument("--readme", default="", help="with --report: also write them between the findings markers of this markdown file")
@@ -249,7 +286,9 @@ def main(argv=None) -> int:
     from .models import ARCH_NAMES
     for a in archs:
         check_choice("architecture", a, ARCH_NAMES)
-    df = findings_table(archs, seeds, args.task, search, device=args.device)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
+    df = findings_table(archs, seeds, args.task, search, device=args.device, jobs=args.jobs)
     out = args.out or str(data_dir() / "findings" / f"{args.task}-{args.program}-{args.variable}-{args.alignment}.csv")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)

@@ -26,10 +26,10 @@ CONTROLS = ("no_swap", "initial", "wrong_labels")
 
 @pytest.fixture(scope="module")
 def table():
-    import pandas as pd
-    frames = [findings_table([arch], SEEDS, search=SEARCH, train=TRAIN[arch], controls=CONTROLS, store=False, progress=False)
-              for arch in ("gru", "lstm", "transformer")]
-    return pd.concat(frames, ignore_index=True)
+    # two cells at once, one torch thread each: on the 2-core CI machine this is minutes shorter than one
+    # process with two threads (the rows are the same up to float rounding; test_findings_jobs checks that)
+    return findings_table(("gru", "lstm", "transformer"), SEEDS, search=SEARCH, train=TRAIN, controls=CONTROLS,
+                          store=False, progress=False, jobs=2)
 
 
 def _mean(df, arch, measure, col="iia_changed_test"):
@@ -203,3 +203,25 @@ def test_findings_tables_mark_searches_that_hit_their_cap():
     assert "Every search converged" in findings_markdown(s, "iia_changed_test", df.assign(converged=True))
     assert FINDINGS_SEARCH["max_steps"] == BUDGETS["finding"]["max_steps"] >= 20_000
     assert FINDINGS_SEARCH["plateau_steps"] > 0
+
+
+def test_findings_jobs_give_the_rows_of_one_process():
+    """findings_table(jobs=2) (cells in two processes, one torch thread each) returns the rows of jobs=1, in the
+    same order, with the same values up to float rounding; train given per architecture reaches each one."""
+    import numpy as np
+    from symlib.params import SMOKE_SEARCH, SMOKE_TRAIN
+    train = {"gru": dict(SMOKE_TRAIN), "transformer": dict(SMOKE_TRAIN, max_steps=16)}
+    kw = dict(search=dict(SMOKE_SEARCH), train=train, controls=("no_swap", "wrong_labels"), store=False, progress=False)
+    one = findings_table(("gru", "transformer"), (0, 1), **kw)
+    two = findings_table(("gru", "transformer"), (0, 1), jobs=2, **kw)
+    key = ["arch", "seed", "measure"]
+    assert one[key].values.tolist() == two[key].values.tolist()
+    assert [tuple(r) for r in one[key].drop_duplicates(["arch", "seed"]).values[:, :2]] == [
+        ("gru", 0), ("gru", 1), ("transformer", 0), ("transformer", 1)]
+    for col in ("iia_test", "iia_changed_test", "trial_acc_train"):
+        assert np.allclose(one[col].astype(float), two[col].astype(float), atol=1e-4, equal_nan=True), col
+    # each architecture trained by its own recipe: the Transformer stopped at its 16 steps
+    steps = one[one.measure == "das"].groupby("arch").network_step.max()
+    assert steps["transformer"] <= 16, steps
+    with pytest.raises(ValueError, match="jobs"):
+        findings_table(("gru",), (0,), jobs=0, **kw)
