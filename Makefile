@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine with Python 3.11:
-#   make book   - create .venv, install, run every notebook with papermill (python -m symlib.book), write figures/
+#   make book   - create .venv, install, run every notebook with papermill (python -m symlib book), write figures/
 #   make test   - create .venv, install, run the unit tests and every notebook at smoke size,
 #                 then the findings tier (the book's claims at a reduced size, ~12 min)
 # make test-smoke runs only the first part; make findings writes the README's findings table.
@@ -17,21 +17,21 @@ all: test
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[book,test,hf]"
-	@# notebooks stay clean in git: saving a chapter in JupyterLab adds outputs that this filter strips (symlib/nbclean.py)
-	-@git config filter.nbclean.clean "python3 symlib/nbclean.py" 2>/dev/null
+	$(BIN)/python -m pip install -q -e ".[book,test,hf,sweep,rsa]"
+	@# notebooks stay clean in git: saving a chapter in JupyterLab adds outputs that this filter strips (symlib/book/nbclean.py)
+	-@git config filter.nbclean.clean "python3 symlib/book/nbclean.py" 2>/dev/null
 	touch $@
 
 venv: $(BIN)/.installed
 
 # every chapter at its default size; executed copies and metrics land in out/, figures in figures/.
-# symlib.book trains the book's networks first (chapters 00 and 02, one at a time with every core),
+# symlib.book.build trains the book's networks first (chapters 00 and 02, one at a time with every core),
 # then runs the analyses two at a time where they do not depend on each other (one torch thread each
 # on a 2-core CPU); JOBS=1 runs everything one by one. Notebook 02 runs once per architecture (the
 # Transformer capped at 1000 steps); the later chapters load those runs.
 PM = $(BIN)/papermill --cwd notebooks --progress-bar
 book: venv
-	$(BIN)/python -m symlib.book --out $(CURDIR)/$(OUT) $(if $(JOBS),--jobs $(JOBS))
+	$(BIN)/python -m symlib book --out $(CURDIR)/$(OUT) $(if $(JOBS),--jobs $(JOBS))
 	$(BIN)/jupyter trust $(OUT)/*.ipynb  # papermill saves widget state; JupyterLab renders it (explorer, progress bars) only in trusted notebooks
 	@echo "figures written to figures/:"; ls figures/*.png
 	$(MAKE) --no-print-directory book-html
@@ -39,7 +39,7 @@ book: venv
 # the rendered book: the executed chapters in $(OUT)/ and the pages of docs/ as a static site (Sphinx, MyST-NB),
 # readable offline; it runs no notebook (chapters not in $(OUT)/ are listed as not run). `make book` ends with it.
 book-html: venv
-	$(BIN)/python -m symlib.site --notebooks $(OUT) --out $(OUT)/html
+	$(BIN)/python -m symlib site --notebooks $(OUT) --out $(OUT)/html
 	@echo "the book's entry page: $(OUT)/html/index.html"
 
 # notebook 03 with every architecture x alignment function and its controls (tens of minutes on CPU; not re-timed)
@@ -60,8 +60,8 @@ dynamics-full: venv
 	@mkdir -p $(DYN_FULL)/figures
 	started=$$(date -u +%FT%TZ) && SYMLIB_FIGURES=$(CURDIR)/$(DYN_FULL)/figures $(PM) notebooks/05_learning_dynamics.ipynb $(DYN_FULL)/05_learning_dynamics.ipynb \
 	  -p ARCHS "gru,lstm" -p SEEDS "0,1,2" -p N_CHECKPOINTS 6 -p COLD_CHECK 2 -p RESULTS_PATH $(CURDIR)/$(DYN_FULL)/05_learning_dynamics.json \
-	&& $(BIN)/python -m symlib.provenance $(DYN_FULL)/05_learning_dynamics.json --command "make dynamics-full" --started $$started
-	$(BIN)/python -m symlib.report $(DYN_FULL)/05_learning_dynamics.json --readme README.md --block dynamics
+	&& $(BIN)/python -m symlib provenance $(DYN_FULL)/05_learning_dynamics.json --command "make dynamics-full" --started $$started
+	$(BIN)/python -m symlib report $(DYN_FULL)/05_learning_dynamics.json --readme README.md --block dynamics
 
 # chapter 06 (Model Alignment Search) at its default size: three GRU seeds, an LSTM and a Transformer, plus a
 # SingleObject GRU. `make book` runs it at a reader's size (three networks, three sizes).
@@ -77,8 +77,8 @@ mas-full: venv
 	started=$$(date -u +%FT%TZ) && SYMLIB_FIGURES=$(CURDIR)/$(MAS_FULL)/figures $(PM) notebooks/06_model_alignment_search.ipynb $(MAS_FULL)/06_model_alignment_search.ipynb \
 	  -p NETWORKS "gru:0,lstm:0,transformer:0" -p UNITS "1,4,16" -p MAX_STEPS 20000 -p SWEEP_STEPS 20000 -p CROSS_TASK "" \
 	  -p RESULTS_PATH $(CURDIR)/$(MAS_FULL)/06_model_alignment_search.json \
-	&& $(BIN)/python -m symlib.provenance $(MAS_FULL)/06_model_alignment_search.json --command "make mas-full" --started $$started
-	$(BIN)/python -m symlib.report $(MAS_FULL)/06_model_alignment_search.json --readme README.md --block mas
+	&& $(BIN)/python -m symlib provenance $(MAS_FULL)/06_model_alignment_search.json --command "make mas-full" --started $$started
+	$(BIN)/python -m symlib report $(MAS_FULL)/06_model_alignment_search.json --readme README.md --block mas
 
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.
@@ -87,12 +87,12 @@ mas-full: venv
 SWEEP_ARGS = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 compare-seeds: venv
 	@mkdir -p $(OUT)
-	$(BIN)/python -m symlib.sweep notebooks/grids/04_seeds.yaml $(SWEEP_ARGS)
+	$(BIN)/python -m symlib sweep notebooks/grids/04_seeds.yaml $(SWEEP_ARGS)
 	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_seeds.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_seeds/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_seeds.json
 
 compare-grid: venv
 	@mkdir -p $(OUT)
-	$(BIN)/python -m symlib.sweep notebooks/grids/04_full.yaml $(SWEEP_ARGS)
+	$(BIN)/python -m symlib sweep notebooks/grids/04_full.yaml $(SWEEP_ARGS)
 	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_grid.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_full/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_grid.json
 
 test: test-smoke test-findings test-browser
@@ -104,7 +104,7 @@ test-findings: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow tests/test_findings.py
 
 # the explorer (chapter 08) in JupyterLab in headless Chromium: sliders moved, latency measured, screenshot in
-# figures/explorer_browser.png; the rendered book (chapters 00 and 01 at smoke size, built with symlib.site) opened
+# figures/explorer_browser.png; the rendered book (chapters 00 and 01 at smoke size, built with symlib.book.site) opened
 # page by page, screenshot in figures/book_landing.png (skipped without chromium, chromedriver and selenium;
 # .ci/run installs them)
 test-browser: venv
@@ -117,10 +117,10 @@ test-browser: venv
 # results/findings/ (committed); findings-readme prints the README's block from that table and writes it there
 FINDINGS_CSV = results/findings/multiobject-up_down-count-orthogonal.csv
 findings: venv
-	$(BIN)/python -m symlib.findings --archs gru,lstm,transformer --seeds 0,1,2 --out $(FINDINGS_CSV)
+	$(BIN)/python -m symlib findings --archs gru,lstm,transformer --seeds 0,1,2 --out $(FINDINGS_CSV)
 
 findings-readme: venv
-	$(BIN)/python -m symlib.findings --report $(FINDINGS_CSV) --readme README.md --figure results/findings/findings.png
+	$(BIN)/python -m symlib findings --report $(FINDINGS_CSV) --readme README.md --figure results/findings/findings.png
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
@@ -149,8 +149,8 @@ bench-peers: venv
 	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e ".[peers]"
 	@mkdir -p results/peers
 	started=$$(date -u +%FT%TZ) && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py --out results/peers/bench_peers.json $(PEERS_ARGS) \
-	&& $(BIN)/python -m symlib.provenance results/peers/bench_peers.json --command "make bench-peers $(PEERS_ARGS)" --started $$started
-	$(BIN)/python -m symlib.report results/peers/bench_peers.json --readme README.md --block peers
+	&& $(BIN)/python -m symlib provenance results/peers/bench_peers.json --command "make bench-peers $(PEERS_ARGS)" --started $$started
+	$(BIN)/python -m symlib report results/peers/bench_peers.json --readme README.md --block peers
 
 # on a machine with a CUDA GPU: pytest -m gpu, then the README's speed figures on CUDA (a DAS step, MAS up to five
 # networks, five seeds trained together, IIA over >= 15 checkpoints) in out/bench_gpu.json with the device named.

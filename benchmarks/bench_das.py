@@ -21,8 +21,8 @@ import time
 import torch
 
 import symlib
-from symlib.das import make_search_pairs
-from symlib.iia import PairStates, das_loss, frozen, scored_logits
+from symlib.intervene.das import make_search_pairs
+from symlib.intervene.iia import PairStates, das_loss, frozen, scored_logits
 from report import write_report
 
 

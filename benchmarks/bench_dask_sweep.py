@@ -8,7 +8,7 @@ cluster start included; a rerun of the finished sweep takes <= 10% of the first 
 Both timings are ``run_sweep`` calls in this process (symlib already imported): the first
 starts a ``LocalCluster`` of ``--workers`` single-threaded worker processes (each imports
 symlib), runs every cell and writes the table; the rerun finds every cell done and starts
-no cluster. For reference, the rerun as a command (``python -m symlib.sweep``, a fresh
+no cluster. For reference, the rerun as a command (``python -m symlib sweep``, a fresh
 process importing torch and symlib) is timed too. The sweep's folder is a temporary one.
 
 Then the cost of torch work inside a Dask worker: one short DAS search (``--das-steps``,
@@ -32,7 +32,7 @@ import yaml
 
 import symlib
 from report import write_report
-from symlib.sweep import run_sweep
+from symlib.book.sweep import run_sweep
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,7 +48,7 @@ def das_cell(steps: int = 150) -> dict:
     The network needs no training: the search's cost does not depend on its weights."""
     import torch
 
-    from symlib.das import run_das
+    from symlib.intervene.das import run_das
 
     torch.manual_seed(0)
     model = symlib.make_model("gru")
@@ -89,7 +89,7 @@ def main():
         spec_file.write_text(yaml.safe_dump(spec))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "symlib.sweep", str(spec_file)], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "symlib.book.sweep", str(spec_file)], env=env, check=True, capture_output=True)
         rerun_cli = time.perf_counter() - t0
         # torch work in a cell: the same DAS search in a plain process, in a process with the
         # Dask nanny's MALLOC_TRIM_THRESHOLD_=65536, and as a sweep cell (symlib undoes that setting)

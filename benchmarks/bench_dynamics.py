@@ -2,7 +2,7 @@
 
 Goal (issue 8): IIA at >= 15 checkpoints of one GRU run in <= 3 minutes on the 2-core CPU.
 Uses the book's seed-0 GRU on MultiObject (trained first if missing), every checkpoint,
-the chapter's search (``symlib.dynamics.DYNAMICS_SEARCH``, 16 dims, each search to
+the chapter's search (``symlib.analyses.dynamics.DYNAMICS_SEARCH``, 16 dims, each search to
 convergence, warm or fresh) with the ``initial`` control, no cache. ``--cold`` also runs every checkpoint from
 a fresh alignment with the full budget, and reports how far the two disagree.
 
@@ -17,9 +17,9 @@ import time
 import torch
 
 import symlib
-from symlib.dynamics import WARM_STEPS, iia_over_training
+from symlib.analyses.dynamics import WARM_STEPS, iia_over_training
 from symlib.paths import runs_dir
-from symlib.training import checkpoint_steps, load_or_train
+from symlib.networks.training import checkpoint_steps, load_or_train
 from report import write_report
 
 

@@ -77,8 +77,8 @@ def networks(device: str, tiny: bool, names) -> dict:
 def part_das(device: str, tiny: bool, S: dict) -> list[dict]:
     import symlib
     from bench_das import ms_per_step
-    from symlib.das import make_search_pairs
-    from symlib.iia import PairStates
+    from symlib.intervene.das import make_search_pairs
+    from symlib.intervene.iia import PairStates
     model = networks(device, tiny, ["gru:0"])["gru:0"]
     task = symlib.make_task("multiobject")
     cfg = symlib.DASConfig(max_steps=S["das_cap"], target_iia=0.95, n_units=S["n_units"], batch_size=S["batch"],
@@ -95,7 +95,7 @@ def part_das(device: str, tiny: bool, S: dict) -> list[dict]:
 
 def part_mas(device: str, tiny: bool, S: dict) -> list[dict]:
     from bench_mas import ROWS
-    from symlib import mas
+    from symlib.intervene import mas
     import symlib
     task = symlib.make_task("multiobject")
     models = networks(device, tiny, sorted({n for _, names in ROWS for n in names}))
@@ -113,8 +113,8 @@ def part_mas(device: str, tiny: bool, S: dict) -> list[dict]:
 
 
 def part_seeds(device: str, tiny: bool, S: dict) -> list[dict]:
-    from symlib.batched import train_seeds
-    from symlib.training import train
+    from symlib.networks.batched import train_seeds
+    from symlib.networks.training import train
     seeds = S["seeds"]
     t0 = time.perf_counter()
     bat = train_seeds(seeds, arch="gru", run_dirs=None, device=device, progress=False, **S["train"])
@@ -131,7 +131,7 @@ def part_seeds(device: str, tiny: bool, S: dict) -> list[dict]:
 
 def part_dynamics(device: str, tiny: bool, S: dict) -> list[dict]:
     import symlib
-    from symlib.dynamics import iia_over_training
+    from symlib.analyses.dynamics import iia_over_training
     from symlib.paths import runs_dir
     if tiny:
         run = runs_dir() / "tiny-gru-dynamics"

@@ -20,7 +20,7 @@ import json
 import torch
 
 import symlib
-from symlib import mas
+from symlib.intervene import mas
 from report import write_report
 
 NETWORKS = {"gru:0": ("gru", 0), "gru:1": ("gru", 1), "gru:2": ("gru", 2), "lstm:0": ("lstm", 0), "transformer:0": ("transformer", 0)}

@@ -82,9 +82,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import symlib
-from symlib.counterfactuals import split_seed
-from symlib.das import DASConfig, new_alignment
-from symlib.iia import PairStates, after_swap, das_loss, evaluate_alignment, frozen, scored_logits
+from symlib.game.counterfactuals import split_seed
+from symlib.intervene.das import DASConfig, new_alignment
+from symlib.intervene.iia import PairStates, after_swap, das_loss, evaluate_alignment, frozen, scored_logits
 from report import write_report
 
 D, PROGRAM, VARIABLE = 128, "up_down", "count"
@@ -94,7 +94,7 @@ D, PROGRAM, VARIABLE = 128, "up_down", "count"
 
 def load_network(which: str, seed: int, device: str):
     """symlib's width-128 MultiObject GRU: (model in eval mode, a line saying which one)."""
-    from symlib.training import TrainConfig, _finished
+    from symlib.networks.training import TrainConfig, _finished
     path = symlib.runs_dir() / TrainConfig(task="multiobject", arch="gru", seed=seed).run_name()
     if which == "auto":
         which = "book" if _finished(path) else "untrained"

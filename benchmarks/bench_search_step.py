@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib.controls import control_configs
+from symlib.intervene.controls import control_configs
 from report import write_report
 
 

@@ -15,8 +15,8 @@ import time
 import torch
 
 import symlib
-from symlib.batched import train_seeds
-from symlib.training import train
+from symlib.networks.batched import train_seeds
+from symlib.networks.training import train
 from report import write_report
 
 

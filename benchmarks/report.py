@@ -10,7 +10,7 @@ import torch
 
 def write_report(out: str, threads: int, device: str, rows: list[dict], columns: list[tuple[str, str]], **extra) -> None:
     """Save ``{"meta", "rows"}`` to ``out`` and print ``rows`` as a table; columns: (header, format with {r[...]})."""
-    summary = extra.pop("summary", None)  # lines saying what the run found (symlib.report prints them into the README)
+    summary = extra.pop("summary", None)  # lines saying what the run found (symlib.analyses.report prints them into the README)
     meta = {"machine": f"{platform.processor() or platform.machine()}, {threads} threads", "torch": torch.__version__,
             "device": device, **extra}
     Path(out).parent.mkdir(parents=True, exist_ok=True)

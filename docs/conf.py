@@ -1,9 +1,9 @@
-"""Sphinx settings for the rendered book. ``python -m symlib.site`` (run by ``make book``) builds it
+"""Sphinx settings for the rendered book. ``python -m symlib site`` (run by ``make book``) builds it
 from a copy of this folder and the executed chapters; it is not meant to be built from docs/ alone.
 
 Offline by design: nothing is fetched when the book is built or read. The theme ships its styles,
 scripts and icons in its pip package; MyST-NB's widget scripts (require.js and the widget manager
-from a CDN) are switched off, since symlib.site draws widgets as static HTML from their saved state;
+from a CDN) are switched off, since symlib.book.site draws widgets as static HTML from their saved state;
 math is shown as its TeX source instead of through MathJax (a CDN script).
 """
 from docutils import nodes

@@ -27,7 +27,7 @@ MAX_STEPS = 3000  # upper bound on training steps (the book's; chapter 02 and la
 
 # %%
 import symlib
-from symlib.plotting import plot_learning_curves, save_figure
+from symlib.book.plotting import plot_learning_curves, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
 symlib.params.check_notebook("00_quickstart", globals())  # every parameter, before anything is trained or written

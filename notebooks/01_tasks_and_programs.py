@@ -28,7 +28,7 @@ N_PAIRS = 4000  # counterfactual pairs per program and variable in section 4
 import torch
 
 import symlib
-from symlib.plotting import draw_sequences, plot_program_trace, save_figure
+from symlib.book.plotting import draw_sequences, plot_program_trace, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
 symlib.params.check_notebook("01_tasks_and_programs", globals())  # every parameter, before any work

@@ -35,10 +35,10 @@ RESULTS_PATH = ""  # path for this notebook's key metrics as JSON; empty: write 
 import torch
 
 import symlib
-from symlib.plotting import plot_learning_curves, save_figure
+from symlib.book.plotting import plot_learning_curves, save_figure
 
 smoke = symlib.smoke_mode(SMOKE)
-# Every check on the parameters happens here, before anything is trained or written (symlib/params.py):
+# Every check on the parameters happens here, before anything is trained or written (symlib/analyses/params.py):
 # an unknown TASK or ARCH, a width the architecture cannot take, or a step cap or patience
 # out of range stops the notebook now, naming the parameter, its value and what is allowed.
 symlib.params.check_notebook("02_train_models", globals())

@@ -53,19 +53,19 @@ import pandas as pd
 import torch
 
 import symlib
-from symlib import plotting
-from symlib.controls import CHANGED_CONTROLS, run_das_with_controls
-from symlib.das import make_search_pairs
-from symlib.widgets import intervention_explorer
+from symlib.book import plotting
+from symlib.intervene.controls import CHANGED_CONTROLS, run_das_with_controls
+from symlib.intervene.das import make_search_pairs
+from symlib.book.widgets import intervention_explorer
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-# every check runs before any network is trained or anything is written (symlib/params.py): each value,
+# every check runs before any network is trained or anything is written (symlib/analyses/params.py): each value,
 # a RUN_DIR that matches ARCH and TASK, a VARIABLE the PROGRAM has, subspaces no wider than the state
 checked = symlib.params.check_notebook("03_das_alignment", globals())
 sweep = checked["SWEEP"][: 2 if smoke else None]
 train_kw = dict(symlib.params.SMOKE_TRAIN) if smoke else {}  # the test suite's tiny run
-run_cfg = symlib.training.run_config(RUN_DIR) if RUN_DIR else symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
+run_cfg = symlib.networks.training.run_config(RUN_DIR) if RUN_DIR else symlib.TrainConfig(task=TASK, arch=ARCH, seed=SEED, **train_kw)
 
 def budget(kind: str, illustration: bool = False) -> int:
     """The step cap of a search with alignment ``kind``: boundless runs until its size converges; the
@@ -314,7 +314,7 @@ explorer
 # %%
 from IPython.display import Markdown
 
-from symlib.report import full_run
+from symlib.analyses.findings import full_run
 
 Markdown(full_run("findings"))
 

@@ -48,13 +48,14 @@ import pandas as pd
 import torch
 
 import symlib
-from symlib import compare, plotting
-from symlib.interventions import double_intervention_iia, make_double_pairs
-from symlib.stats import format_ci
+from symlib.analyses import compare
+from symlib.book import plotting
+from symlib.intervene.interventions import double_intervention_iia, make_double_pairs
+from symlib.analyses.stats import format_ci
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-# every check runs before any network is trained or anything is written (symlib/params.py): each
+# every check runs before any network is trained or anything is written (symlib/analyses/params.py): each
 # list item, seeds unique and >= 0, a program in PROGRAMS for every item of VARIABLES, GRID_TABLE there
 checked = symlib.params.check_notebook("04_compare_programs", globals())
 archs, tasks, programs, variables, seeds = (checked[k] for k in ("ARCHS", "TASKS", "PROGRAMS", "VARIABLES", "SEEDS"))

@@ -45,13 +45,14 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 import symlib
-from symlib import dynamics, plotting
-from symlib.findings import FINDINGS_TRAIN
-from symlib.stats import format_ci, mean_ci
+from symlib.analyses import dynamics
+from symlib.book import plotting
+from symlib.analyses.findings import FINDINGS_TRAIN
+from symlib.analyses.stats import format_ci, mean_ci
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-# every check runs before any network is trained or anything is written (symlib/params.py):
+# every check runs before any network is trained or anything is written (symlib/analyses/params.py):
 # each value, seeds unique and >= 0, SEED one of SEEDS
 checked = symlib.params.check_notebook("05_learning_dynamics", globals())
 archs, seeds = checked["ARCHS"], checked["SEEDS"]
@@ -86,10 +87,10 @@ for a in archs:
 solved = []
 for a, by_seed in runs.items():
     for s, path in by_seed.items():
-        r = symlib.training.load_run(path, device="cpu")
+        r = symlib.networks.training.load_run(path, device="cpu")
         solved.append({"arch": a, "seed": s, "steps": r.summary["steps"], "steps_to_solve": r.summary["steps_to_solve"],
                        "trial_acc_train": r.summary["trial_acc_train"], "trial_acc_heldout": r.summary["trial_acc_heldout"],
-                       "checkpoints": len(symlib.training.checkpoint_steps(path))})
+                       "checkpoints": len(symlib.networks.training.checkpoint_steps(path))})
 solved = pd.DataFrame(solved)
 solved
 
@@ -260,7 +261,7 @@ def first_step(M, level=0.9):
     return pd.Series(out)
 
 
-trained_counts = [n for n in A.index if n in symlib.tasks.COUNT_SETS["train"]]
+trained_counts = [n for n in A.index if n in symlib.game.tasks.COUNT_SETS["train"]]
 when = first_step(A.loc[trained_counts])
 rho = spearmanr(when.index, when.values, nan_policy="omit")
 print(f"first step with accuracy >= 0.9, by count: {when.dropna().astype(int).to_dict()}")
@@ -369,7 +370,7 @@ print("\n".join(lines_out))
 # %%
 from IPython.display import Markdown
 
-from symlib.report import full_run
+from symlib.analyses.findings import full_run
 
 Markdown(full_run("dynamics"))
 

@@ -43,14 +43,15 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 import symlib
-from symlib import mas, plotting
-from symlib.findings import FINDINGS_TRAIN
-from symlib.similarity import condition_states, similarity_matrices
-from symlib.stats import format_ci, mean_ci
+from symlib.intervene import mas
+from symlib.book import plotting
+from symlib.analyses.findings import FINDINGS_TRAIN
+from symlib.analyses.similarity import condition_states, similarity_matrices
+from symlib.analyses.stats import format_ci, mean_ci
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-# every check runs before any network is trained or anything is written (symlib/params.py): NETWORKS
+# every check runs before any network is trained or anything is written (symlib/analyses/params.py): NETWORKS
 # items arch:seed (two or more, none twice, seeds >= 0), subspace sizes no wider than the networks' state
 checked = symlib.params.check_notebook("06_model_alignment_search", globals())
 specs = checked["NETWORKS"]  # (arch, seed) pairs
@@ -387,7 +388,7 @@ print("\n".join(lines_out))
 # %%
 from IPython.display import Markdown
 
-from symlib.report import full_run
+from symlib.analyses.findings import full_run
 
 Markdown(full_run("mas"))
 

@@ -51,12 +51,13 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib import mas, plotting
-from symlib.findings import FINDINGS_TRAIN
+from symlib.intervene import mas
+from symlib.book import plotting
+from symlib.analyses.findings import FINDINGS_TRAIN
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-# every check runs before anything is trained or written (symlib/params.py): each value, a HuggingFace
+# every check runs before anything is trained or written (symlib/analyses/params.py): each value, a HuggingFace
 # block the model has, subspaces no wider than the networks, BOOK_NETWORK as arch:seed
 checked = symlib.params.check_notebook("07_your_own_model", globals())
 book_spec = checked["BOOK_NETWORK"]  # (arch, seed), or None: no MAS
@@ -174,22 +175,22 @@ print(f"your module: {own_run.summary['steps']} steps; trial accuracy on fresh t
 
 # %% [markdown]
 # ## 3. A HuggingFace model from a config
-# `symlib.hf.tiny_gpt2(task)` builds a `GPT2LMHeadModel` with the task's 9-token vocabulary
-# from a `GPT2Config` (random weights; nothing is downloaded); `symlib.hf.tiny_llama` does the
+# `symlib.networks.hf.tiny_gpt2(task)` builds a `GPT2LMHeadModel` with the task's 9-token vocabulary
+# from a `GPT2Config` (random weights; nothing is downloaded); `symlib.networks.hf.tiny_llama` does the
 # same for Llama. Any causal LM you build or load from local files works the same way:
-# `symlib.hf.wrap_hf(model, layer=k)` (or `site="transformer.h.0"`) puts it behind the book's
+# `symlib.networks.hf.wrap_hf(model, layer=k)` (or `site="transformer.h.0"`) puts it behind the book's
 # interface at the residual stream after block *k*, and unwraps the output object into logits.
 # It trains with the book's Transformer recipe (teacher forcing and void tokens).
 
 # %%
 hf_model, hf_acc, hf_run = None, None, None
 if have_hf:
-    import symlib.hf
+    import symlib.networks.hf
 
-    net = symlib.hf.tiny_hf(HF_FAMILY, task, d_model=d_model, n_layer=symlib.params.HF_BLOCKS,
+    net = symlib.networks.hf.tiny_hf(HF_FAMILY, task, d_model=d_model, n_layer=symlib.params.HF_BLOCKS,
                             n_head=4 if d_model % 4 == 0 else 1, seed=SEED)
-    print(f"{type(net).__name__}: {sum(p.numel() for p in net.parameters()):,} parameters; blocks {symlib.hf.block_names(net)}")
-    hf = symlib.hf.wrap_hf(net, layer=HF_LAYER)
+    print(f"{type(net).__name__}: {sum(p.numel() for p in net.parameters()):,} parameters; blocks {symlib.networks.hf.block_names(net)}")
+    hf = symlib.networks.hf.wrap_hf(net, layer=HF_LAYER)
     hf_run = symlib.train(task="multiobject", arch="transformer", model=hf, seed=SEED, max_steps=hf_steps,
                           run_dir=runs / f"{HF_FAMILY}-d{d_model}-s{SEED}", device=DEVICE, lr=LR, patience=2, **train_size)
     hf_model = hf_run.model.eval()

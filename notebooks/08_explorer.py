@@ -35,11 +35,11 @@ RESULTS_PATH = ""  # path for this notebook's key metrics as JSON; empty: write 
 import time
 
 import symlib
-from symlib import widgets
+from symlib.book import widgets
 
 t_start = time.perf_counter()
 smoke = symlib.smoke_mode(SMOKE)
-# every check runs before any network is trained or anything is written (symlib/params.py): each value,
+# every check runs before any network is trained or anything is written (symlib/analyses/params.py): each value,
 # and a VARIABLE the PROGRAM has
 symlib.params.check_notebook("08_explorer", globals())
 # the sizes of notebooks 02 and 03 (smoke: their tiny run), so the book's network and search are reused

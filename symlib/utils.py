@@ -257,3 +257,8 @@ def finish_bar(bar) -> None:
     if getattr(bar, "container", None) is not None:  # a notebook bar's widget keeps its own maximum
         bar.container.children[1].max = bar.n
     bar.refresh()
+
+
+def smoke_mode(flag: bool = False) -> bool:
+    """True when a notebook should run at its tiny test size: ``SMOKE`` or ``$SYMLIB_SMOKE=1`` (set by the test suite)."""
+    return bool(flag) or os.environ.get("SYMLIB_SMOKE", "") == "1"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from symlib.alignment import ALIGNMENT_NAMES, AlignmentFunction, alignment_from_description, make_alignment
+from symlib.intervene.alignment import ALIGNMENT_NAMES, AlignmentFunction, alignment_from_description, make_alignment
 
 from helpers import gen
 
@@ -473,7 +473,7 @@ def test_affine_offset_cancels_within_a_network_and_counts_between_two():
 
 
 def test_normalised_alignment_round_trips_and_keeps_its_statistics():
-    from symlib.alignment import NormalisedAlignment
+    from symlib.intervene.alignment import NormalisedAlignment
     mean, std = torch.linspace(-3, 3, 8), torch.linspace(0.5, 20, 8)
     n = NormalisedAlignment(make_alignment("orthogonal", 8, [2], seed=1), mean, std)
     h = torch.randn(5, 8) * std + mean

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import symlib
-from symlib.analysis import natural_states, number_line, split_trials
+from symlib.analyses.analysis import natural_states, number_line, split_trials
 
 from helpers import MULTI, gen, small_model
 

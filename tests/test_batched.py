@@ -1,10 +1,10 @@
-"""symlib.batched: seeds trained together equal seeds trained one by one (weights, histories,
+"""symlib.networks.batched: seeds trained together equal seeds trained one by one (weights, histories,
 run folders, resuming, a seed that stops while the others go on)."""
 import pytest
 import torch
 
-from symlib import batched, training
-from symlib.training import load_run, train
+from symlib.networks import batched, training
+from symlib.networks.training import load_run, train
 
 import helpers  # noqa: F401  (one torch thread)
 

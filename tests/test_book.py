@@ -1,4 +1,4 @@
-"""The book runner (symlib.book): plans, order, parallelism, failures, interruption, papermill."""
+"""The book runner (symlib.book.build): plans, order, parallelism, failures, interruption, papermill."""
 from __future__ import annotations
 
 import json
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from symlib import book
-from symlib.book import Chapter, check_plan, run_book, select, width
+from symlib.book import build as book
+from symlib.book.build import Chapter, check_plan, run_book, select, width
 
 
 def stamp_command(tmp: Path, fail: set[str] = frozenset(), seconds: float = 0.3):
@@ -155,7 +155,7 @@ def test_sigterm_stops_the_running_chapters(tmp_path):
         import os, signal, sys
         from pathlib import Path
         import symlib.utils
-        from symlib import book
+        from symlib.book import build as book
         def command(c, out):
             return [sys.executable, "-c", "import os, time; open({str(pids)!r}, 'a').write(str(os.getpid()) + '\\\\n'); time.sleep(60)"]
         signal.signal(signal.SIGTERM, symlib.utils.raise_terminated)

@@ -73,7 +73,7 @@ def _book_network() -> tuple[Path, Path] | None:
     if not ((run / "latest.pt").exists() and (run / "metrics.json").exists()):
         return None
     import symlib
-    from symlib import widgets
+    from symlib.book import widgets
     model = symlib.load_run(run, step="best" if (run / "best.pt").exists() else None, device="cpu").model
     store = symlib.ResultsStore(REPO / "data" / "das_store")
     key = store.key(model, symlib.make_task("multiobject"), widgets.explorer_config(smoke=False))
@@ -221,7 +221,7 @@ def _shown(driver) -> dict:
 def _expected(sliders: dict) -> dict:
     """symlib's own program computation for the sliders' values (positions count from 1 on the sliders)."""
     import symlib
-    from symlib.widgets import program_view
+    from symlib.book.widgets import program_view
     v = {k: val for k, (_, val) in sliders.items()}
     return program_view(symlib.make_task("multiobject"), "up_down", "count", v["target N"], v["target: swap after token"] - 1,
                         v["source N"], v["source: read after token"] - 1, v["demo-token seed"])

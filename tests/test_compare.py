@@ -1,15 +1,15 @@
-"""symlib.compare: one comparison cell, its verdict, the per-network summary, and the chapter-04 analyses."""
+"""symlib.analyses.compare: one comparison cell, its verdict, the per-network summary, and the chapter-04 analyses."""
 import math
 
 import pandas as pd
 import pytest
 import torch
 
-from symlib import compare
-from symlib.das import DASConfig, run_das
-from symlib.models import make_model
-from symlib.sweep import run_sweep
-from symlib.tasks import make_task
+from symlib.analyses import compare
+from symlib.intervene.das import DASConfig, run_das
+from symlib.networks.models import make_model
+from symlib.book.sweep import run_sweep
+from symlib.game.tasks import make_task
 
 
 def test_validate_params_names_valid_choices():
@@ -100,12 +100,12 @@ def test_out_of_range_iia_on_a_planted_counter():
 
 def test_compare_cells_as_a_sweep(tmp_path):
     """compare_cell as a sweep's function: a bad variable is refused before any cell runs; good cells land in results.csv."""
-    spec = {"function": "symlib.compare.compare_cell", "out": str(tmp_path / "bad"),
+    spec = {"function": "symlib.analyses.compare.compare_cell", "out": str(tmp_path / "bad"),
             "grid": {"program": ["up_down"], "variable": ["resp_count"]}, "fixed": {"smoke": True}}
     with pytest.raises(ValueError, match="resp_count"):
         run_sweep(spec, workers=1, progress=False)
     assert not (tmp_path / "bad").exists()
-    spec = {"function": "symlib.compare.compare_cell", "out": str(tmp_path / "ok"),
+    spec = {"function": "symlib.analyses.compare.compare_cell", "out": str(tmp_path / "ok"),
             "grid": {"program": ["up_down", "ctx_distr"]}, "fixed": {"smoke": True, "arch": "lstm", "task": "singleobject"}}
     df = run_sweep(spec, workers=1, threads_per_worker=1, progress=False)
     assert list(df.status) == ["ok", "ok"], df.get("error")

@@ -19,11 +19,11 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib import controls
-from symlib.counterfactuals import WRONG_LABEL_MAX, intervened_state, make_pairs, wrong_labels
-from symlib.das import DASConfig, make_search_pairs, run_das, run_das_batch
-from symlib.iia import evaluate_alignment
-from symlib.store import ResultsStore
+from symlib.intervene import controls
+from symlib.game.counterfactuals import WRONG_LABEL_MAX, intervened_state, make_pairs, wrong_labels
+from symlib.intervene.das import DASConfig, make_search_pairs, run_das, run_das_batch
+from symlib.intervene.iia import evaluate_alignment
+from symlib.intervene.store import ResultsStore
 
 from helpers import MULTI, HandCounter, small_model, wrap
 
@@ -195,7 +195,7 @@ def test_planted_network_lets_an_alignment_fit_the_wrong_labels():
     assert evaluate_alignment(model, orth, relabelled, free_running=False)["iia_changed"] < 0.2
     # with the old cycle over 0..40, a network that holds counts up to 20 cannot give half the labels
     old = PermutingCounter(wrong_labels(40, seed=seed))
-    old_pairs = make_pairs(MULTI, "up_down", "count", n=600, seed=symlib.counterfactuals.split_seed(seed, "test"),
+    old_pairs = make_pairs(MULTI, "up_down", "count", n=600, seed=symlib.game.counterfactuals.split_seed(seed, "test"),
                            relabel=wrong_labels(40, seed=seed))
     assert evaluate_alignment(old, align, old_pairs, free_running=False)["iia_changed"] < 0.8
 
@@ -240,7 +240,7 @@ def test_iia_changed_main_on_other_pairs_measures_on_the_main_trials():
     other = run_das(model, MULTI, DASConfig(**{**SMALL, "seed": 5, "n_test": 90, "relabel": True}), progress=False)
     got = controls.iia_changed_main(model, MULTI, main, other)
     # the main search's test trials, relabelled by the control's own permutation
-    pairs = make_pairs(MULTI, "up_down", "count", n=cfg.n_test, seed=symlib.counterfactuals.split_seed(cfg.seed, "test"),
+    pairs = make_pairs(MULTI, "up_down", "count", n=cfg.n_test, seed=symlib.game.counterfactuals.split_seed(cfg.seed, "test"),
                        relabel=wrong_labels(seed=5))
     ev = evaluate_alignment(model, other.alignment, pairs, free_running=False)
     changed = make_search_pairs(MULTI, cfg)["test"].changed
@@ -262,7 +262,7 @@ def test_initial_control_is_the_alignment_the_search_started_from():
     ev = evaluate_alignment(model, trained.alignment, test, free_running=False)
     assert warm["initial"]["iia_test"] == ev["iia"] and warm["initial"]["iia_changed_test"] == ev["iia_changed"]
     cold = controls.fixed_controls(model, MULTI, trained)
-    fresh = symlib.das.new_alignment(cfg, 8)
+    fresh = symlib.intervene.das.new_alignment(cfg, 8)
     assert cold["initial"]["iia_changed_test"] == evaluate_alignment(model, fresh, test, free_running=False)["iia_changed"]
     assert cold["initial"]["iia_changed_test"] < 0.5 < warm["initial"]["iia_changed_test"]
     assert warm["no_swap"] == cold["no_swap"]

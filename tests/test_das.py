@@ -7,9 +7,9 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib.das import DASConfig, DASResult
-from symlib.iia import after_swap, evaluate_alignment, scored_logits, site_states
-from symlib.programs import intervention_positions
+from symlib.intervene.das import DASConfig, DASResult
+from symlib.intervene.iia import after_swap, evaluate_alignment, scored_logits, site_states
+from symlib.game.programs import intervention_positions
 
 from helpers import MULTI, HandCounter, gen, small_model, wrap
 
@@ -213,7 +213,7 @@ def test_run_das_on_a_wrapped_model():
     assert model.training and all(p.requires_grad for p in model.parameters())
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the network stays frozen"
     assert res.metrics["steps"] >= 3 and len(res.history) >= 1
-    test = symlib.das.make_search_pairs(MULTI, cfg)["test"]
+    test = symlib.intervene.das.make_search_pairs(MULTI, cfg)["test"]
     align = res.alignment.eval()
     with torch.no_grad():
         h = align.interchange(site_states(ref, test.tokens, test.pos, "state"),
@@ -271,7 +271,7 @@ def test_run_das_boundless_reports_its_size(gru):
     """run_das with a boundless alignment reports the size it swaps: n_units = round(boundary). The boundary
     is held for the first hold_steps (300) steps, so after 4 it is still its start (5 dims), and the
     alignment in eval mode swaps exactly the first 5 rotated coordinates."""
-    assert symlib.alignment.BoundlessAlignment.hold_steps > 4
+    assert symlib.intervene.alignment.BoundlessAlignment.hold_steps > 4
     res = symlib.run_das(gru, MULTI, alignment="boundless", boundless_init=5.0, n_train=64, n_val=32, max_steps=4,
                          eval_every=2, batch_size=32, progress=False)
     n = res.metrics["n_units"]
@@ -302,14 +302,14 @@ def test_controls_on_the_same_test_pairs():
     res = symlib.run_das_with_controls(model, MULTI, cfg, progress=False)
     ctl = res.metrics["controls"]
     assert set(ctl) == set(symlib.CONTROL_NAMES)
-    test = symlib.das.make_search_pairs(MULTI, cfg)["test"]
+    test = symlib.intervene.das.make_search_pairs(MULTI, cfg)["test"]
     ok = _own_predictions_ok(model, test.tokens, test.task_mask)
     assert torch.equal(ok, ~test.changed.bool())  # a network that solves the task does what the target would
     assert ctl["no_swap"]["iia_test"] == pytest.approx(float(ok.float().mean()), abs=1e-6)
     assert ctl["no_swap"]["iia_test"] == pytest.approx(1 - res.metrics["n_changed_test"] / 200, abs=1e-6)
     assert ctl["no_swap"]["iia_changed_test"] == 0.0
     assert res.metrics["iia_changed_test"] >= 0.95
-    for name in symlib.controls.CHANGED_CONTROLS:
+    for name in symlib.intervene.controls.CHANGED_CONTROLS:
         assert ctl[name]["iia_changed_test"] < 0.5, (name, ctl[name])
     assert ctl["wrong_labels"]["config"]["relabel"] and ctl["wrong_program"]["config"]["program"] == "up_up"
     assert res.metrics["control_max_changed_test"] == max(ctl[c]["iia_changed_test"] for c in ("initial", "wrong_labels", "wrong_program"))
@@ -318,8 +318,8 @@ def test_controls_on_the_same_test_pairs():
 def test_wrong_label_control_stops_on_its_own_labels(gru):
     """The wrong-label search is validated (stopped, best-chosen) on relabelled pairs, not on the real labels."""
     cfg = DASConfig(**{**SMALL, "relabel": True})
-    splits = symlib.das.make_search_pairs(MULTI, cfg)
-    real = symlib.das.make_search_pairs(MULTI, DASConfig(**SMALL))
+    splits = symlib.intervene.das.make_search_pairs(MULTI, cfg)
+    real = symlib.intervene.das.make_search_pairs(MULTI, DASConfig(**SMALL))
     assert torch.equal(splits["val"].pos, real["val"].pos)  # the same pairs ...
     assert not torch.equal(splits["val"].changed, real["val"].changed)  # ... with other labels
     res = symlib.run_das(gru, MULTI, cfg, progress=False)
@@ -329,17 +329,17 @@ def test_wrong_label_control_stops_on_its_own_labels(gru):
 
 def test_boundless_initial_control_uses_the_learned_size(gru):
     """For boundless, the initial-alignment control swaps as many dims as the search learned."""
-    from symlib.controls import fixed_controls
+    from symlib.intervene.controls import fixed_controls
     cfg = DASConfig(**{**SMALL, "alignment": "boundless", "boundless_init": 3})
     res = symlib.run_das(gru, MULTI, cfg, progress=False)
     seen = {}
-    orig = symlib.iia.evaluate_alignment
+    orig = symlib.intervene.iia.evaluate_alignment
 
     def spy(model, align, *a, **k):
         seen["n_units"] = align.n_units
         return orig(model, align, *a, **k)
 
-    import symlib.controls as C
+    import symlib.intervene.controls as C
     C.evaluate_alignment = spy
     try:
         fixed_controls(gru, MULTI, res)
@@ -352,7 +352,7 @@ def test_boundless_initial_control_uses_the_learned_size(gru):
 
 def test_test_split_is_its_own(gru):
     """Reported numbers come from test pairs with their own seed, not the validation pairs."""
-    splits = symlib.das.make_search_pairs(MULTI, DASConfig(**SMALL, n_test_heldout=40))
+    splits = symlib.intervene.das.make_search_pairs(MULTI, DASConfig(**SMALL, n_test_heldout=40))
     assert not torch.equal(splits["val"].tokens[:, :5], splits["test"].tokens[:48, :5])
     assert set(splits["test_heldout"].target_count.tolist()) <= set(symlib.HELDOUT_COUNTS)
     res = symlib.run_das(gru, MULTI, DASConfig(**SMALL, n_test_heldout=40), progress=False)
@@ -461,7 +461,7 @@ def test_save_and_load_alignment(tmp_path, kind):
     h_t, h_s = torch.randn(20, 16, generator=gen(71)), torch.randn(20, 16, generator=gen(72))
     swap = torch.ones(20, 1, dtype=torch.bool)
     assert torch.equal(loaded.interchange(h_t, h_s, swap), align.interchange(h_t, h_s, swap))
-    assert torch.load(path, weights_only=True)["format"] == symlib.das.ALIGNMENT_FORMAT
+    assert torch.load(path, weights_only=True)["format"] == symlib.intervene.das.ALIGNMENT_FORMAT
 
 
 # ---- 8. tables ---------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""symlib.dynamics: IIA over checkpoints (warm and cold starts, the cache), correlation, lag, breakdowns."""
+"""symlib.analyses.dynamics: IIA over checkpoints (warm and cold starts, the cache), correlation, lag, breakdowns."""
 import math
 
 import numpy as np
@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from symlib import dynamics
-from symlib.das import DASConfig, run_das, run_das_batch
-from symlib.store import ResultsStore
-from symlib.training import checkpoint_steps, load_run, train
+from symlib.analyses import dynamics
+from symlib.intervene.das import DASConfig, run_das, run_das_batch
+from symlib.intervene.store import ResultsStore
+from symlib.networks.training import checkpoint_steps, load_run, train
 
 from helpers import MULTI, small_model
 
@@ -104,9 +104,9 @@ def test_warm_and_fresh_searches_stop_on_the_convergence_rule_and_say_so(run50):
 def test_warm_initial_control_is_the_alignment_the_search_started_from(run50, monkeypatch):
     """The initial control of a warm-started search is the alignment it started from (the previous
     checkpoint's), measured on this checkpoint's test pairs; a cold search's is a fresh one."""
-    from symlib.das import make_search_pairs
-    from symlib.iia import evaluate_alignment
-    from symlib.training import load_checkpoint
+    from symlib.intervene.das import make_search_pairs
+    from symlib.intervene.iia import evaluate_alignment
+    from symlib.networks.training import load_checkpoint
     seen = []
     orig = dynamics.fixed_controls
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from symlib import findings
-from symlib.das import DASConfig
+from symlib.analyses import findings
+from symlib.intervene.das import DASConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,7 +58,7 @@ def test_report_states_budget_means_and_capped_cells(tmp_path):
 
 
 def test_write_block_replaces_only_the_block(tmp_path):
-    from symlib.report import markers, read_block, write_block
+    from symlib.analyses.report import markers, read_block, write_block
     start, end = markers("findings")
     md = tmp_path / "R.md"
     md.write_text(f"head\n{start}\nold\n{end}\ntail\n")
@@ -75,12 +75,12 @@ def test_report_command_prints_and_writes_without_running_anything(tmp_path):
     csv = tmp_path / "t.csv"
     tidy().to_csv(csv, index=False)
     md = tmp_path / "R.md"
-    from symlib.report import markers
+    from symlib.analyses.report import markers
     md.write_text("# R\n" + "\n".join(markers("findings")) + "\n")
-    out = subprocess.run([sys.executable, "-m", "symlib.findings", "--report", str(csv), "--readme", str(md)],
+    out = subprocess.run([sys.executable, "-m", "symlib.analyses.findings", "--report", str(csv), "--readme", str(md)],
                          capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() in md.read_text() and "IIA on changed test pairs" in out
-    err = subprocess.run([sys.executable, "-m", "symlib.findings", "--readme", str(md)], capture_output=True, text=True, cwd=ROOT)
+    err = subprocess.run([sys.executable, "-m", "symlib.analyses.findings", "--readme", str(md)], capture_output=True, text=True, cwd=ROOT)
     assert err.returncode != 0 and "need --report" in err.stderr
 
 
@@ -89,17 +89,17 @@ def test_readme_findings_are_the_committed_results(monkeypatch):
     committed = ROOT / "results" / "findings" / "multiobject-up_down-count-orthogonal.csv"
     if not committed.exists():
         pytest.skip("no committed findings yet")
-    from symlib.report import read_block
+    from symlib.analyses.report import read_block
     block = read_block(ROOT / "README.md", "findings")
     monkeypatch.chdir(ROOT)  # the block names the table by its path from the repository root
     assert block == findings.findings_block("results/findings/multiobject-up_down-count-orthogonal.csv")
-    assert "made by `python -m symlib.findings" in block  # its provenance is committed too
+    assert "made by `" in block and "make findings" in block  # its provenance is committed too
 
 
 def test_a_json_block_carries_where_its_lines_came_from(tmp_path):
     from datetime import datetime, timezone
-    from symlib.provenance import write_provenance
-    from symlib.report import json_block, markers
+    from symlib.analyses.provenance import write_provenance
+    from symlib.analyses.report import json_block, markers
     res = tmp_path / "m.json"
     res.write_text('{"summary": ["- one", "- two"]}')
     with pytest.raises(FileNotFoundError, match="no provenance"):
@@ -109,7 +109,7 @@ def test_a_json_block_carries_where_its_lines_came_from(tmp_path):
     assert text.startswith("- one\n- two\n\nFrom `") and "made by `make mas-full`" in text and "2026-12-07" in text and "60 min" in text
     md = tmp_path / "R.md"
     md.write_text("x\n" + "\n".join(markers("mas")) + "\n")
-    out = subprocess.run([sys.executable, "-m", "symlib.report", str(res), "--readme", str(md), "--block", "mas"],
+    out = subprocess.run([sys.executable, "-m", "symlib.analyses.report", str(res), "--readme", str(md), "--block", "mas"],
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == text and text in md.read_text()
@@ -118,14 +118,14 @@ def test_a_json_block_carries_where_its_lines_came_from(tmp_path):
 def test_provenance_names_command_commit_machine_and_wall_time(tmp_path):
     import json
     from datetime import datetime, timedelta, timezone
-    from symlib.provenance import provenance_path, write_provenance
+    from symlib.analyses.provenance import provenance_path, write_provenance
     result = tmp_path / "t.csv"
     result.write_text("a\n1\n")
     t0 = datetime(2026, 12, 7, 7, 0, tzinfo=timezone.utc)
-    p = write_provenance(result, "python -m symlib.findings --seeds 0", t0, t0 + timedelta(seconds=90.5), seeds=[0])
+    p = write_provenance(result, "python -m symlib findings --seeds 0", t0, t0 + timedelta(seconds=90.5), seeds=[0])
     assert p == provenance_path(result) == tmp_path / "t.provenance.json"
     d = json.loads(p.read_text())
-    assert d["command"] == "python -m symlib.findings --seeds 0" and d["wall_seconds"] == 90.5 and d["seeds"] == [0]
+    assert d["command"] == "python -m symlib findings --seeds 0" and d["wall_seconds"] == 90.5 and d["seeds"] == [0]
     assert d["started"] == "2026-12-07T07:00:00+00:00" and d["machine"]["cores"] >= 1 and d["torch"]
     if (ROOT / ".git").exists():
         assert len(d["commit"]) == 40 and isinstance(d["uncommitted_changes"], bool)
@@ -135,7 +135,7 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
     import json
     res = tmp_path / "m.json"
     res.write_text("{}")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "symlib.provenance", *a], capture_output=True, text=True, cwd=ROOT)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "symlib.analyses.provenance", *a], capture_output=True, text=True, cwd=ROOT)
     ok = run(str(res), "--command", "make mas-full", "--started", "2026-12-07T07:00:00Z", "--ended", "2026-12-07T07:30:00Z",
              "--extra", "searches=from the store")
     assert ok.returncode == 0, ok.stderr
@@ -159,7 +159,7 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
                                           ("peers", "results/peers/bench_peers.json")])
 def test_readme_chapter_blocks_are_the_committed_results(block, result, monkeypatch):
     """A chapter's block in the README is exactly its committed summary and provenance (empty before the run)."""
-    from symlib.report import json_block, read_block
+    from symlib.analyses.report import json_block, read_block
     monkeypatch.chdir(ROOT)
     text = read_block(ROOT / "README.md", block)
     if not (ROOT / result).exists():
@@ -171,9 +171,9 @@ def test_readme_chapter_blocks_are_the_committed_results(block, result, monkeypa
 def test_full_run_is_the_readme_block_and_says_when_missing(monkeypatch):
     """What a chapter shows as its full run is the README's block of the same name; a result not
     committed yet says how to make it; an unknown name is refused."""
-    from symlib import report
-    assert report.full_run("findings") == report.read_block(ROOT / "README.md", "findings")
-    monkeypatch.setitem(report.FULL_RUNS, "mas", ("results/mas/not-there.json", "make mas-full"))
-    assert "make mas-full" in report.full_run("mas") and "not committed yet" in report.full_run("mas")
+    from symlib.analyses import report
+    assert findings.full_run("findings") == report.read_block(ROOT / "README.md", "findings")
+    monkeypatch.setitem(findings.FULL_RUNS, "mas", ("results/mas/not-there.json", "make mas-full"))
+    assert "make mas-full" in findings.full_run("mas") and "not committed yet" in findings.full_run("mas")
     with pytest.raises(ValueError, match="known: findings"):
-        report.full_run("nope")
+        findings.full_run("nope")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import symlib
-from symlib import mas
+from symlib.intervene import mas
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -31,7 +31,7 @@ def test_train_and_das_with_controls_on_cuda(arch, tmp_path):
 
 
 def test_batched_seeds_on_cuda():
-    from symlib.batched import train_seeds
+    from symlib.networks.batched import train_seeds
     runs = train_seeds([0, 1], run_dirs=None, device="cuda", task="multiobject", arch="gru", **TRAIN)
     assert len(runs) == 2 and all(on_cuda(r.model) for r in runs)
 
@@ -46,7 +46,7 @@ def test_mas_on_cuda():
 
 
 def test_dynamics_on_cuda(tmp_path):
-    from symlib.dynamics import iia_over_training
+    from symlib.analyses.dynamics import iia_over_training
     symlib.train(task="multiobject", arch="gru", run_dir=tmp_path / "g", device="cuda", **TRAIN)
     steps = symlib.checkpoint_steps(tmp_path / "g")[:2]
     dyn = iia_over_training(tmp_path / "g", symlib.DASConfig(**SEARCH), steps=steps, warm_steps=5, store=False,
@@ -55,7 +55,7 @@ def test_dynamics_on_cuda(tmp_path):
 
 
 def test_sweep_cell_on_cuda(tmp_path):
-    from symlib import sweep
+    from symlib.book import sweep
     spec = {"function": "sweep_cells.das_cell", "out": str(tmp_path / "out"), "grid": {"seed": [0, 1]},
             "fixed": {"device": "cuda"}}
     table = sweep.run_sweep(spec, workers=1, progress=False)
@@ -63,7 +63,7 @@ def test_sweep_cell_on_cuda(tmp_path):
 
 
 def test_huggingface_on_cuda():
-    hf_mod = pytest.importorskip("symlib.hf")
+    hf_mod = pytest.importorskip("symlib.networks.hf")
     pytest.importorskip("transformers")
     model = hf_mod.wrap_hf(hf_mod.tiny_gpt2(TASK, d_model=16, n_layer=1, n_head=2))
     run = symlib.train(task="multiobject", arch="transformer", model=model, device="cuda", **{**TRAIN, "d_model": 128})

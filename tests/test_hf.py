@@ -6,11 +6,11 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib import mas
-from symlib.training import load_checkpoint
+from symlib.intervene import mas
+from symlib.networks.training import load_checkpoint
 
 pytest.importorskip("transformers")
-import symlib.hf as H  # noqa: E402
+import symlib.networks.hf as H  # noqa: E402
 
 TASK = symlib.make_task("multiobject")
 
@@ -115,7 +115,7 @@ def test_train_das_and_mas_on_a_huggingface_model(tmp_path):
     m = res.metrics
     assert set(m["controls"]) == set(symlib.CONTROL_NAMES)
     # the numbers are those of the alignment on this network, recomputed here through the wrapper's own passes
-    test = symlib.das.make_search_pairs(TASK, symlib.DASConfig(**size))["test"]
+    test = symlib.intervene.das.make_search_pairs(TASK, symlib.DASConfig(**size))["test"]
     ok, token_rate = _direct_iia(more.model.eval(), res.alignment, test)
     assert np.array_equal(res.rows["correct"], ok.numpy())
     assert m["iia_test"] == pytest.approx(float(ok.float().mean()), abs=1e-12)

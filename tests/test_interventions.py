@@ -7,13 +7,13 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib.alignment import AlignmentFunction
-from symlib.counterfactuals import pairs_from_trials
-from symlib.interventions import (DoublePairs, double_intervened_logits, double_intervention_iia,
+from symlib.intervene.alignment import AlignmentFunction
+from symlib.game.counterfactuals import pairs_from_trials
+from symlib.intervene.interventions import (DoublePairs, double_intervened_logits, double_intervention_iia,
                                   double_pairs_from_trials, intervened_trace, make_double_pairs, second_positions)
-from symlib.iia import site_states
-from symlib.models import SequenceModel
-from symlib.programs import DEMO, RESPONSE, counterfactual, make_program, state_at
+from symlib.intervene.iia import site_states
+from symlib.networks.models import SequenceModel
+from symlib.game.programs import DEMO, RESPONSE, counterfactual, make_program, state_at
 
 from helpers import MULTI, gen, small_model, wrap
 

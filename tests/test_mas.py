@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import symlib
-from symlib import mas
-from symlib.similarity import condition_states, linear_cka, rsa, similarity_matrices
+from symlib.intervene import mas
+from symlib.analyses.similarity import condition_states, linear_cka, rsa, similarity_matrices
 
 from helpers import MULTI, HandCounter, gen, permuted_counter, small_model, wrap
 

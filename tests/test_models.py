@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import symlib
-from symlib.models import ModelConfig, cut_at_end
+from symlib.networks.models import ModelConfig, cut_at_end
 
 from helpers import MULTI, gen, random_positions, small_model
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from symlib.nbclean import clean
+from symlib.book.nbclean import clean
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-SCRIPT = ROOT / "symlib" / "nbclean.py"
+SCRIPT = ROOT / "symlib" / "book" / "nbclean.py"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -48,8 +48,8 @@ def test_git_sees_no_change_after_saving_with_outputs(tmp_path):
     and an edit to its text still is."""
     repo = tmp_path / "book"
     (repo / "notebooks").mkdir(parents=True)
-    (repo / "symlib").mkdir()
-    shutil.copy(SCRIPT, repo / "symlib" / "nbclean.py")
+    (repo / "symlib" / "book").mkdir(parents=True)
+    shutil.copy(SCRIPT, repo / "symlib" / "book" / "nbclean.py")
     shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
     nb = repo / "notebooks" / NOTEBOOKS[0].name
     nb.write_text(NOTEBOOKS[0].read_text(encoding="utf-8"), encoding="utf-8")
@@ -59,7 +59,7 @@ def test_git_sees_no_change_after_saving_with_outputs(tmp_path):
                               capture_output=True, text=True, check=True).stdout
 
     git("init", "-q")
-    git("config", "filter.nbclean.clean", "python3 symlib/nbclean.py")
+    git("config", "filter.nbclean.clean", "python3 symlib/book/nbclean.py")
     git("add", ".")
     git("commit", "-qm", "book")
     nb.write_text(as_saved_by_jupyterlab(nb.read_text(encoding="utf-8")), encoding="utf-8")

@@ -1,4 +1,4 @@
-"""symlib.params: one description of every chapter's parameters, checked before any work.
+"""symlib.analyses.params: one description of every chapter's parameters, checked before any work.
 
 The checks are called directly here (milliseconds each): every bad input gives one short
 message naming the parameter as typed, its value and the one rule it breaks. A few
@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 import symlib
-from symlib import compare, params, sweep
-from symlib.models import ARCH_NAMES, ModelConfig, make_model
+from symlib.analyses import compare, params
+from symlib.book import sweep
+from symlib.networks.models import ARCH_NAMES, ModelConfig, make_model
 
 NB_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTERS = sorted(p.stem for p in NB_DIR.glob("0[0-8]_*.ipynb"))
@@ -54,7 +55,7 @@ def test_each_chapter_describes_exactly_its_parameters_and_its_defaults_pass(cha
 
 def test_the_books_and_the_makefiles_parameters_pass():
     """Every chapter of `make book` with its parameters passes its chapter's check."""
-    from symlib import book
+    from symlib.book import build as book
     for c in book.CHAPTERS:
         assert params.problems(c.notebook, {**_defaults(c.notebook), **c.params}) == [], c.name
     for chapter, changes in [("03_das_alignment", dict(COMPARE=True)),
@@ -83,7 +84,7 @@ def test_sizes_are_read_as_the_models_build_them(arch):
 
 def test_smoke_sizes_are_defined_once():
     """compare's smoke sizes are params'; the search's is search.BUDGETS['smoke']."""
-    from symlib.search import BUDGETS
+    from symlib.intervene.search import BUDGETS
     assert compare.SMOKE_TRAIN is params.SMOKE_TRAIN
     assert compare.SMOKE_SEARCH == {**BUDGETS["smoke"], "n_test_heldout": params.SMOKE_HELDOUT}
     for chapter in CHAPTERS:
@@ -281,7 +282,7 @@ def _sweep_file(tmp_path, spec: dict) -> Path:
 ])
 def test_function_sweep_bad_values_exit_2_and_write_nothing(tmp_path, capsys, grid, fixed, words):
     out = tmp_path / "out"
-    f = _sweep_file(tmp_path, {"function": "symlib.compare.compare_cell", "out": str(out), "grid": grid,
+    f = _sweep_file(tmp_path, {"function": "symlib.analyses.compare.compare_cell", "out": str(out), "grid": grid,
                                **({"fixed": fixed} if fixed else {})})
     for args in ([str(f), "--dry-run"], [str(f)]):
         assert sweep.main(args) == 2
@@ -319,7 +320,7 @@ def test_sweep_out_that_is_a_file_and_negative_cell_ids(tmp_path, capsys):
     """An `out` that is a file (or inside one) is refused without a traceback; -4 shows as -4 in a cell id."""
     (tmp_path / "file").write_text("x")
     for out in (tmp_path / "file", tmp_path / "file" / "below"):
-        f = _sweep_file(tmp_path, {"function": "symlib.compare.compare_cell", "out": str(out), "grid": {"seed": [0]}})
+        f = _sweep_file(tmp_path, {"function": "symlib.analyses.compare.compare_cell", "out": str(out), "grid": {"seed": [0]}})
         assert sweep.main([str(f), "--dry-run"]) == 2
         assert "is a file" in capsys.readouterr().err
     assert sweep.cell_id({"n_units": -4}).startswith("n_units=-4-")

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import symlib
-from symlib.counterfactuals import make_pairs, pairs_from_trials
-from symlib.programs import DEMO, RESPONSE, counterfactual, intervention_positions, make_program, state_at
+from symlib.game.counterfactuals import make_pairs, pairs_from_trials
+from symlib.game.programs import DEMO, RESPONSE, counterfactual, intervention_positions, make_program, state_at
 
 from helpers import gen
 
@@ -447,7 +447,7 @@ def test_variable_names_cover_every_program_variable():
 
 def test_unknown_variable_for_program_lists_its_names():
     """resp_count on Up-Down raises a ValueError naming the variables Up-Down does have."""
-    from symlib.counterfactuals import variable_blocks
+    from symlib.game.counterfactuals import variable_blocks
     with pytest.raises(ValueError, match="count_phase") as e:
         variable_blocks(make_program("up_down", SINGLE), "resp_count")
     assert "up_down" in str(e.value) and "resp_count" in str(e.value).split("valid")[0]
@@ -461,7 +461,7 @@ def test_upup_each_count_aligned_on_its_own(variable):
     """Up-Up: resp_count and demo_count are each swapped alone; the values are those of the swapped variable."""
     task = symlib.make_task("multiobject")
     prog = make_program("up_up", task)
-    from symlib.counterfactuals import variable_blocks
+    from symlib.game.counterfactuals import variable_blocks
     var = "demo_count" if variable == "count" else variable
     assert variable_blocks(prog, variable) == [[var]]
     g = gen(44)
@@ -517,7 +517,7 @@ def test_split_seed_is_documented_and_distinct():
     """split_seed(seed, name) = (crc32(name) + seed * 0x9E3779B1) mod 2**32, distinct per split and per seed."""
     import zlib
 
-    from symlib.counterfactuals import split_seed
+    from symlib.game.counterfactuals import split_seed
     assert split_seed(3, "val") == (zlib.crc32(b"val") + 3 * 0x9E3779B1) % 2**32
     assert split_seed(0, "val") == zlib.crc32(b"val")
     names = ("train", "val", "test", "test_heldout", "alignment", "batches")
@@ -529,7 +529,7 @@ def test_split_seed_is_documented_and_distinct():
 def test_search_seeds_give_different_pairs_and_alignments():
     """A search's seed reaches its pairs and its starting alignment (torch keeps only a seed's
     low 32 bits, so seeds that differ only above them would give identical searches)."""
-    from symlib.das import DASConfig, make_search_pairs, new_alignment
+    from symlib.intervene.das import DASConfig, make_search_pairs, new_alignment
     task = symlib.make_task("multiobject")
     pairs = [make_search_pairs(task, DASConfig(seed=s, n_train=20, n_val=5, n_test=5))["train"] for s in (0, 1)]
     assert not torch.equal(pairs[0].tokens, pairs[1].tokens)
@@ -539,7 +539,7 @@ def test_search_seeds_give_different_pairs_and_alignments():
 
 def test_make_splits_uses_one_seed_per_split():
     """make_splits: train/val/test on the training counts, test_heldout on held-out counts, each from split_seed."""
-    from symlib.counterfactuals import make_splits, split_seed
+    from symlib.game.counterfactuals import make_splits, split_seed
     task = symlib.make_task("multiobject")
     sp = make_splits(task, "up_down", "count", 5, 60, 20, 30, n_test_heldout=25)
     assert set(sp) == {"train", "val", "test", "test_heldout"}
@@ -562,7 +562,7 @@ def test_make_splits_uses_one_seed_per_split():
 @pytest.mark.parametrize("variable", ["count", "count_phase", "full", "phase"])
 def test_same_pairs_across_programs_and_relabel(variable):
     """make_pairs with one seed draws the same targets, sources, positions and swap choices for every program and relabel."""
-    from symlib.counterfactuals import wrong_labels
+    from symlib.game.counterfactuals import wrong_labels
     task = symlib.make_task("multiobject")
     runs = [make_pairs(task, p, variable, n=200, seed=8, relabel=r)
             for p in symlib.PROGRAM_NAMES for r in (None, wrong_labels(seed=2))]
@@ -582,7 +582,7 @@ def test_same_pairs_across_programs_and_relabel(variable):
 
 def test_wrong_labels_is_a_seeded_derangement():
     """wrong_labels: a permutation of 0..max_value with no fixed point, the same for the same seed."""
-    from symlib.counterfactuals import wrong_labels
+    from symlib.game.counterfactuals import wrong_labels
     for seed in range(5):
         p = wrong_labels(40, seed)
         assert p.dtype == torch.long and p.shape == (41,)
@@ -594,7 +594,7 @@ def test_wrong_labels_is_a_seeded_derangement():
 
 
 def _relabel_setup(program, variable, seed=50, task=None):
-    from symlib.counterfactuals import wrong_labels
+    from symlib.game.counterfactuals import wrong_labels
     task = task or symlib.make_task("multiobject")
     prog = make_program(program, task)
     g = gen(seed)
@@ -652,7 +652,7 @@ def test_relabel_flips_a_lone_phase_and_keeps_phase_in_count_phase():
 
 def test_relabel_through_make_splits():
     """make_splits passes relabel on: its pairs are make_pairs' with the same relabel."""
-    from symlib.counterfactuals import make_splits, split_seed, wrong_labels
+    from symlib.game.counterfactuals import make_splits, split_seed, wrong_labels
     task = symlib.make_task("multiobject")
     perm = wrong_labels(seed=0)
     sp = make_splits(task, "up_down", "count", 0, 40, 10, 10, relabel=perm)

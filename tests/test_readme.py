@@ -8,7 +8,7 @@ import pytest
 
 import pandas as pd
 
-from symlib.findings import findings_figure, summarise_findings
+from symlib.analyses.findings import findings_figure, summarise_findings
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -58,7 +58,7 @@ def test_findings_figure_drawn_from_the_table(tmp_path):
 
 
 def test_findings_figure_cli_needs_report():
-    from symlib.findings import main
+    from symlib.analyses.findings import main
     with pytest.raises(SystemExit):
         main(["--figure", "x.png"])
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from symlib import params, training
-from symlib.book import CHAPTERS
-from symlib.findings import FINDINGS_TRAIN
-from symlib.training import TrainConfig, _finished, load_or_train, load_run, run_config, train
+from symlib.analyses import params
+from symlib.networks import training
+from symlib.book.build import CHAPTERS
+from symlib.analyses.findings import FINDINGS_TRAIN
+from symlib.networks.training import TrainConfig, _finished, load_or_train, load_run, run_config, train
 
 TINY = dict(d_model=16, eval_every=4, n_eval_trials=16, n_train_trials=64, batch_size=16)
 QUIET = dict(device="cpu", progress=False)

@@ -1,16 +1,17 @@
-"""The search engine (symlib.search): the stopping rule and ``converged``, the validation loss,
+"""The search engine (symlib.intervene.search): the stopping rule and ``converged``, the validation loss,
 and the results store's keys (a search cached under other code or without a measure asked for
 is not returned)."""
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
 import symlib
-from symlib import search, store as store_mod
-from symlib.iia import evaluate_alignment
+from symlib.intervene import search, store as store_mod
+from symlib.intervene.iia import evaluate_alignment
 
 from helpers import MULTI, HandCounter, wrap
 
@@ -81,8 +82,8 @@ def test_validation_loss_scores_the_tokens_the_search_scores():
     """With loss_on="task_mask" the loss that decides stopping is the task-mask loss, not every token's."""
     model = wrap(HandCounter(uniform_demo=True), "rnn")
     res = symlib.run_das(model, MULTI, loss_on="task_mask", max_steps=25, **SMALL)
-    pairs = symlib.das.make_search_pairs(MULTI, res.config)
-    from symlib.iia import PairStates
+    pairs = symlib.intervene.das.make_search_pairs(MULTI, res.config)
+    from symlib.intervene.iia import PairStates
     st = PairStates.compute(model, pairs["val"], model.check_site(None))
     d = search.Direction(model, model.check_site(None), {"val": st}, res.alignment)
     s = search.Search(res.config, {"alignment": res.alignment}, [d], loss_on="task_mask")
@@ -117,7 +118,8 @@ def test_store_keys_change_with_the_measuring_code(monkeypatch, tmp_path):
     monkeypatch.setattr(store_mod, "_CODE_FINGERPRINT", "other-code")
     assert symlib.run_das(model, MULTI, cfg, progress=False, store=st).metrics.get("cached") is not True
     # the fingerprint covers the modules that label pairs and measure IIA
-    assert {"programs", "counterfactuals", "iia", "search"} <= set(store_mod.MEASURING_MODULES)
+    assert {"game/programs", "game/counterfactuals", "intervene/iia", "intervene/search"} <= set(store_mod.MEASURING_MODULES)
+    assert all((Path(symlib.__file__).parent / f"{m}.py").exists() for m in store_mod.MEASURING_MODULES)
 
 
 def test_search_config_checks_its_stopping_rule():
@@ -134,14 +136,14 @@ def test_engine_trains_searches_of_two_networks_in_one_loop():
     a = wrap(HandCounter(uniform_demo=True), "rnn")
     b = wrap(HandCounter(with_count=False, uniform_demo=True), "rnn")
     cfg = symlib.DASConfig(n_units=1, n_train=600, n_val=200, n_test=200, eval_every=25, lr=1e-2, max_steps=150)
-    pairs = symlib.das.make_search_pairs(MULTI, cfg)
-    from symlib.iia import PairStates
+    pairs = symlib.intervene.das.make_search_pairs(MULTI, cfg)
+    from symlib.intervene.iia import PairStates
 
     def make(model):
         site = model.check_site(None)
-        al = symlib.das.new_alignment(cfg, model.state_size(site))
+        al = symlib.intervene.das.new_alignment(cfg, model.state_size(site))
         st = {k: PairStates.compute(model, p, site) for k, p in pairs.items()}
-        d = search.Direction(model, site, st, al, batch_seed=symlib.counterfactuals.split_seed(cfg.seed, "batches"))
+        d = search.Direction(model, site, st, al, batch_seed=symlib.game.counterfactuals.split_seed(cfg.seed, "batches"))
         return search.Search(cfg, {"alignment": al}, [d])
 
     together = [make(a), make(b)]
@@ -156,7 +158,7 @@ def test_engine_trains_searches_of_two_networks_in_one_loop():
 
 def test_all_frozen_restores_every_model_even_when_one_fails():
     """Models frozen before a failing one are given back their mode and gradient flags."""
-    from symlib.search import all_frozen
+    from symlib.intervene.search import all_frozen
     a, b = torch.nn.Linear(2, 2).train(), torch.nn.Linear(2, 2).train()
 
     class Broken:

@@ -3,7 +3,7 @@
 
 CI has not run ``make book``, so the test makes its own: it executes chapters 00 and 01 at smoke size
 with papermill (temporary data and figures folders; the kernels draw their figures inline, as in
-``make book``), builds the site from them with ``python -m symlib.site``, and opens it from disk
+``make book``), builds the site from them with ``python -m symlib site``, and opens it from disk
 (``file://``, as a reader opens ``out/html/index.html``). On the landing page and on every chapter
 and docs page it links to, every image has loaded, no cell output shows an error, and nothing was
 loaded from anywhere but the site's own files (the book is offline). The chapters not executed are
@@ -53,7 +53,7 @@ def site(tmp_path_factory):
         log, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, f"{name} failed:\n{log[-3000:]}"
     html = root / "html"
-    built = subprocess.run([sys.executable, "-m", "symlib.site", "--notebooks", str(nbs), "--out", str(html)], env=env,
+    built = subprocess.run([sys.executable, "-m", "symlib.book.site", "--notebooks", str(nbs), "--out", str(html)], env=env,
                            cwd=REPO, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stdout + built.stderr
     assert (html / "index.html").exists()

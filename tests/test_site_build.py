@@ -1,4 +1,4 @@
-"""symlib.site, the rendered book's builder, without a browser: its input checks (bad input stops it
+"""symlib.book.site, the rendered book's builder, without a browser: its input checks (bad input stops it
 before anything is written, saying what it looked for), the widgets it draws from saved state, the
 landing page's contents, and one small build. The site in Chromium: tests/test_site.py (``-m browser``)."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from symlib import site
+from symlib.book import site
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from symlib.stats import format_ci, mean_ci, summarise
+from symlib.analyses.stats import format_ci, mean_ci, summarise
 
 import helpers  # noqa: F401  (one torch thread, like the other tests)
 
@@ -108,7 +108,7 @@ def test_format_ci():
 def test_findings_tables_summarise_seeds_and_drop_the_zero_control_on_changed_pairs():
     """summarise_findings -> findings_markdown: one row per architecture, 'mean [lo, hi]' cells; the no-swap
     control appears for raw IIA but not on changed pairs (where it is 0 by construction)."""
-    from symlib.findings import findings_markdown, summarise_findings
+    from symlib.analyses.findings import findings_markdown, summarise_findings
     rows = [{"arch": a, "seed": s, "measure": m, "iia_test": v, "iia_changed_test": v if m != "no_swap" else 0.0}
             for a in ("gru", "lstm") for s in range(3)
             for m, v in (("das", 0.9 + 0.01 * s), ("no_swap", 0.1), ("initial", 0.05), ("wrong_labels", 0.2))]

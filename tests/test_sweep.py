@@ -21,9 +21,9 @@ import pytest
 import yaml
 from distributed import Client, LocalCluster
 
-from symlib import sweep
-from symlib.models import ARCH_NAMES
-from symlib.sweep import cell_id, expand_grid, list_cells, load_spec, run_sweep, validate
+from symlib.book import sweep
+from symlib.networks.models import ARCH_NAMES
+from symlib.book.sweep import cell_id, expand_grid, list_cells, load_spec, run_sweep, validate
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -240,7 +240,7 @@ def test_interrupted_command_resumes_and_every_cell_finishes_once(tmp_path, clie
     spec_file = tmp_path / "grid.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "symlib.sweep", str(spec_file), "--workers", "1"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "symlib.book.sweep", str(spec_file), "--workers", "1"], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     results = tmp_path / "out" / "cells"
     deadline = time.time() + 60
@@ -268,7 +268,7 @@ def test_sigterm_ends_the_command_as_an_interruption(tmp_path):
     spec_file = tmp_path / "grid.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "symlib.sweep", str(spec_file), "--workers", "1"], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "symlib.book.sweep", str(spec_file), "--workers", "1"], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     results = tmp_path / "out" / "cells"
     deadline = time.time() + 60
@@ -322,7 +322,7 @@ def test_notebook_cells_on_a_local_cluster(tmp_path):
 def test_dask_malloc_trim_is_undone_in_cells_but_a_chosen_value_kept(monkeypatch):
     """A worker's cell drops the nanny's MALLOC_TRIM_THRESHOLD_=65536 (kernels it starts would
     inherit it); a value set on purpose stays."""
-    from symlib import sweep
+    from symlib.book import sweep
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     sweep._undo_dask_malloc_trim()
@@ -338,7 +338,7 @@ LOCK_SCRIPT = r"""
 import json, os, sys, time
 from dataclasses import asdict
 from pathlib import Path
-import symlib.training as tr
+import symlib.networks.training as tr
 
 here, me = Path(sys.argv[1]), sys.argv[2]
 
@@ -377,8 +377,8 @@ def test_two_processes_asking_for_one_network_train_it_once(tmp_path):
 
 def test_run_lock_serialises_holders(tmp_path):
     """run_lock: a second holder (another process) waits until the first lets go."""
-    from symlib.training import run_lock
-    script = ("import sys, time\nfrom symlib.training import run_lock\nprint('waiting', flush=True)\n"
+    from symlib.networks.training import run_lock
+    script = ("import sys, time\nfrom symlib.networks.training import run_lock\nprint('waiting', flush=True)\n"
               "with run_lock(sys.argv[1]):\n    print(time.time())\n")
     with run_lock(tmp_path / "run"):
         p = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "run")], cwd=REPO, stdout=subprocess.PIPE)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import symlib
-from symlib.tasks import resolve_counts
+from symlib.game.tasks import resolve_counts
 
 from helpers import gen
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 
 import symlib
-from symlib.models import check_task
-from symlib.training import TrainConfig, is_checkpoint_step, lr_at, run_config, sequence_loss, train, training_loss
+from symlib.networks.models import check_task
+from symlib.networks.training import TrainConfig, is_checkpoint_step, lr_at, run_config, sequence_loss, train, training_loss
 
 from helpers import MULTI, gen, small_model
 
@@ -245,7 +245,7 @@ def test_evaluate_counts_correct_trials():
 @pytest.mark.parametrize("task_name", ["multiobject", "multiobject_mod4"])
 def test_fused_free_running_loss_equals_free_run_then_loss(arch, task_name):
     """The RNNs' fused free-running loss has the value and gradients of a free run followed by the loss."""
-    from symlib.training import free_running_loss, training_loss
+    from symlib.networks.training import free_running_loss, training_loss
 
     task = symlib.make_task(task_name)
     b = task.sample(48, "train", torch.Generator().manual_seed(5))
@@ -372,7 +372,7 @@ def test_load_or_train_checks_names_and_run_dir(tmp_path):
 def test_load_or_train_without_run_dir_defaults_to_multiobject_gru(tmp_path, monkeypatch):
     """Without run_dir, task None means multiobject and arch None gru; the run is trained under runs_dir(),
     in its recipe's folder (a tiny recipe: the plain name and a hash of what differs from the book's)."""
-    monkeypatch.setattr(symlib.training, "runs_dir", lambda: tmp_path)
+    monkeypatch.setattr(symlib.networks.training, "runs_dir", lambda: tmp_path)
     recipe = dict(d_model=16, max_steps=2, eval_every=2, n_eval_trials=8)
     kw = dict(recipe, device="cpu", progress=False)
     got = symlib.load_or_train(**kw)

@@ -1,4 +1,4 @@
-"""The intervention explorer (symlib.widgets): its views, marks, store lookup and speed.
+"""The intervention explorer (symlib.book.widgets): its views, marks, store lookup and speed.
 
 Networks here are hand-built (``HandCounter``: unit 0 holds the count) or tiny, so every
 test runs in seconds; nothing is searched unless a test asks for it (and then a stand-in
@@ -12,8 +12,8 @@ import torch
 pytest.importorskip("ipywidgets")
 
 import symlib
-from symlib import widgets
-from symlib.alignment import make_alignment
+from symlib.book import widgets
+from symlib.intervene.alignment import make_alignment
 
 from helpers import MULTI, HandCounter, small_model, wrap
 
@@ -130,7 +130,7 @@ def test_store_lookup_finds_a_stored_alignment_without_searching(tmp_path, monke
     cfg = widgets.explorer_config()
     align = make_alignment("orthogonal", 8, [cfg.n_units if cfg.n_units <= 8 else 1], seed=0)
     res = symlib.DASResult(align, cfg, {"iia_test": 0.9, "iia_changed_test": 0.8, "n_units": align.block_sizes[0]}, [], {})
-    store.put(store.key(model, MULTI, cfg), res)
+    symlib.intervene.das.cache_result(store, store.key(model, MULTI, cfg), res)
 
     def no_search(*a, **k):
         raise AssertionError("the explorer searched although the store holds the alignment")
@@ -188,7 +188,7 @@ def test_fast_rollout_equals_the_generic_one():
     pairs = symlib.make_pairs(MULTI, "up_down", "count", n=24, seed=3)
     align = make_alignment("orthogonal", 16, [4], seed=0)
     site = model.check_site(None)
-    from symlib.iia import PairStates
+    from symlib.intervene.iia import PairStates
     st = PairStates.compute(model, pairs, site)
     fast = widgets.intervened_rollout(model, align, pairs.tokens, pairs.task_mask, pairs.pos, st.H_t, st.H_s, pairs.swap, site)
     slow = symlib.network_rollout(model, align, pairs, site)
@@ -205,7 +205,7 @@ def test_a_slider_move_is_fast():
 
 
 def test_intervention_explorer_still_works_for_chapter_03():
-    ex = symlib.widgets.intervention_explorer(hand(), MULTI, make_alignment("orthogonal", 8, [1], seed=0), "up_down", "count")
+    ex = symlib.book.widgets.intervention_explorer(hand(), MULTI, make_alignment("orthogonal", 8, [1], seed=0), "up_down", "count")
     bundle = ex._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert ex.align is not None and ex.last_view["network_words"] is not None
