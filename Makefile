@@ -110,14 +110,15 @@ test-findings: venv
 test-browser: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m browser tests/test_browser.py tests/test_site.py
 
-# the README's findings: Up-Down count, orthogonal 16 dims, 600-step searches, 3 network seeds per
-# architecture, with every control; mean and 95% bootstrap interval over seeds (~35 min on a 2-core CPU
-# from nothing; searches and networks are cached, so a rerun or an added seed costs only what is new)
-# the README's findings: every search to convergence; the tidy table, its summary and its provenance land in
-# results/findings/ (committed); findings-readme prints the README's block from that table and writes it there
+# the README's findings: Up-Down count, orthogonal 16 dims, 3 network seeds per architecture, every search and
+# learned control to convergence; mean and 95% bootstrap interval over seeds. The tidy table, its summary and its
+# provenance land in results/findings/ (committed); findings-readme prints the README's block from that table and
+# writes it there. FINDINGS_JOBS (arch, seed) cells at once, one torch thread each (default: 2). Networks and
+# searches are cached, so a rerun or an added seed costs only what is new.
 FINDINGS_CSV = results/findings/multiobject-up_down-count-orthogonal.csv
+FINDINGS_JOBS ?= 2
 findings: venv
-	$(BIN)/python -m symlib findings --archs gru,lstm,transformer --seeds 0,1,2 --out $(FINDINGS_CSV)
+	$(BIN)/python -m symlib findings --archs gru,lstm,transformer --seeds 0,1,2 --jobs $(FINDINGS_JOBS) --out $(FINDINGS_CSV)
 
 findings-readme: venv
 	$(BIN)/python -m symlib findings --report $(FINDINGS_CSV) --readme README.md --figure results/findings/findings.png

@@ -41,6 +41,21 @@ def check_choice(kind: str, value: str, valid: Iterable[str]) -> str:
     return value
 
 
+def choose_names(value: Any, valid: Iterable[str], what: str) -> tuple[str, ...]:
+    """Names picked from ``valid`` however a user gives them: True (all of them), False, None or ""
+    (none), a comma-separated string (``"no_swap,initial"``) or a sequence of names. Unknown names
+    raise a ValueError listing the valid ones (``what``: what a name is, for the message)."""
+    valid = tuple(valid)
+    if value is True:
+        return valid
+    if value is False or value is None:
+        return ()
+    names = tuple(parse_list(value, str, what))
+    for n in names:
+        check_choice(what, n, valid)
+    return names
+
+
 #: The environment variables that set how many threads torch and its libraries use.
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 

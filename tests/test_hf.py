@@ -186,16 +186,16 @@ def test_one_layer_scan_equals_the_step_loop(kind, batch_first):
         if path == "loop":
             model._single_state = lambda: False
         cap: list = []
-        with torch.no_grad(), model._patched(capture=cap):
+        with torch.no_grad(), model.patched(capture=cap):
             rnn(x)
-        with torch.no_grad(), model._patched(replace=(pos, h), capture=cap):
+        with torch.no_grad(), model.patched(replace=(pos, h), capture=cap):
             out, h_n = rnn(x)
         got[path] = (cap[0], cap[1], out, h_n)
     for a, b in zip(got["scan"], got["loop"]):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
     # a search's step needs nothing before pos: the scan then skips the first call, and what follows pos is the same
     del model._single_state
-    with torch.no_grad(), model._patched(replace=(pos, h), prefix=False):
+    with torch.no_grad(), model.patched(replace=(pos, h), prefix=False):
         out_np, h_np = rnn(x)
     full, _ = got["scan"][2], got["scan"][3]
     tb = lambda y: y if batch_first else y.transpose(0, 1)

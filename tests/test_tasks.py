@@ -167,3 +167,21 @@ def test_decode_round_trip():
     tr = task.trials_for_counts(torch.tensor([2, 1]), gen(0))
     assert task.decode(tr.tokens[0]) == "B D D T R R E"
     assert task.decode(tr.tokens[1]) == "B D T R E"
+
+
+def test_demo_response_mask_and_used_length():
+    """The positions where a count is built or read are the demo and response tokens, nothing else; a batch
+    needs the columns up to its longest row's last token."""
+    import torch
+    from symlib.game.tasks import make_task, used_length
+    task = make_task("multiobject")
+    trials = task.sample(32, "train", torch.Generator().manual_seed(0))
+    mask = trials.demo_response_mask()
+    for row, m in zip(trials.tokens, mask):
+        words = [task.vocab[t] for t in row.tolist()]
+        kept = [w for w, k in zip(words, m.tolist()) if k]
+        dropped = [w for w, k in zip(words, m.tolist()) if not k]
+        assert sorted(set(dropped)) == sorted({"B", "T", "E", "P"} & set(dropped)) and "B" in dropped and "E" in dropped
+        assert kept and not {"B", "T", "E", "P"} & set(kept)
+    assert used_length(trials.tokens) == int(trials.lengths.max())
+    assert used_length(torch.zeros(0, 5, dtype=torch.long)) == 0

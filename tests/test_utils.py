@@ -164,3 +164,18 @@ def test_test_session_removes_its_temporary_folder(tmp_path):
     data = Path(next(line for line in r.stdout.splitlines() if line.startswith("DATA_DIR=")).split("=", 1)[1])
     assert tmp_path in data.parents and data.parent.name.startswith("symlib-test-")  # it did use a temporary folder
     assert not data.parent.exists() and not list(tmp_path.glob("symlib-test-*"))
+
+
+def test_controls_are_named_one_way():
+    """choose_names (how every recipe reads ``controls``): True is all, False/None/"" none, a comma-separated
+    string or a sequence picks names; an unknown name is refused with the valid ones listed."""
+    import pytest
+    from symlib.intervene.controls import CONTROL_NAMES
+    from symlib.utils import choose_names
+    assert choose_names(True, CONTROL_NAMES, "control") == CONTROL_NAMES
+    assert choose_names(False, CONTROL_NAMES, "control") == choose_names(None, CONTROL_NAMES, "control") == ()
+    assert choose_names("", CONTROL_NAMES, "control") == ()
+    assert choose_names("no_swap, initial", CONTROL_NAMES, "control") == ("no_swap", "initial")
+    assert choose_names(["wrong_labels"], CONTROL_NAMES, "control") == ("wrong_labels",)
+    with pytest.raises(ValueError, match="unknown control 'wrong_lables'; valid choices: no_swap"):
+        choose_names("wrong_lables", CONTROL_NAMES, "control")

@@ -212,3 +212,16 @@ def test_intervention_explorer_still_works_for_chapter_03():
     # other variables: phase swaps have no number line, but a view
     ex.w_variable.value = "phase"
     assert ex.last_view is not None and ex.last_view["variable"] == "phase"
+
+
+def test_number_line_r_is_held_out_as_in_the_book():
+    """The explorer's number line is scored as chapter 03 scores it (``analysis.number_line``): fitted on half
+    the natural trials, r on the other half; not the in-sample r, which a noisy block inflates."""
+    from symlib.analyses.analysis import natural_states, number_line
+    model = hand()
+    align = make_alignment("orthogonal", 8, [3], seed=1)  # a block that mixes the count with other units
+    fit = widgets._readout_fit(widgets._Network("hand", model, MULTI), "up_down", align, None, 40, 0)
+    st = natural_states(model, MULTI, "up_down", n_trials=40, seed=0, site=None)
+    book = number_line(align, st, block=0, n_random=0, test_fraction=0.5, seed=0)
+    assert fit["r"] == pytest.approx(book["r_test"], abs=1e-9)
+    assert fit["r"] != pytest.approx(book["r_fit"], abs=1e-6)

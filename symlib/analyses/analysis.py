@@ -58,8 +58,7 @@ def natural_states(model, task: Task, program: str | Program, n_trials: int = 40
     L = trials.tokens.shape[1]
     idx = torch.arange(L)[None, :]
     tpos = trials.trigger_pos[:, None]
-    # position 0 is B, trigger_pos is T, lengths - 1 is E, beyond that padding
-    keep = (idx >= 1) & (idx < (trials.lengths - 1)[:, None]) & (idx != tpos)
+    keep = trials.demo_response_mask()
     trace = prog.trace(trials)
     value = prog.read({k: v[keep] for k, v in trace.items()}, prog.number_variable)
     batch = trials.tokens.shape[0]
@@ -100,14 +99,17 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(x @ y / denom) if denom > 0 else math.nan
 
 
-def _readout(Z: np.ndarray, value: np.ndarray, fit: np.ndarray, test: np.ndarray) -> dict:
-    """Fit value ~ Z w + b on the ``fit`` rows; score on the ``test`` rows. Z (n_states, k)."""
+def fit_readout(Z: np.ndarray, value: np.ndarray, fit: np.ndarray, test: np.ndarray) -> dict:
+    """Fit value ~ Z w + b on the ``fit`` rows; score on the ``test`` rows. Z (n_states, k).
+    Returns ``w`` (k + 1,: the weights, then the intercept), ``pred`` (every row's read-out), ``r_fit``,
+    ``r_test`` and ``r2_test``."""
     X = np.c_[Z, np.ones(len(Z))]
     w, *_ = np.linalg.lstsq(X[fit], value[fit], rcond=None)
     pred = X @ w
     resid = value[test] - pred[test]
     sst = float(((value[test] - value[test].mean()) ** 2).sum())
     return {
+        "w": w,
         "pred": pred,
         "r_fit": _pearson(pred[fit], value[fit]),
         "r_test": _pearson(pred[test], value[test]),
@@ -115,7 +117,7 @@ def _readout(Z: np.ndarray, value: np.ndarray, fit: np.ndarray, test: np.ndarray
     }
 
 
-def _block_coords(align, H: np.ndarray, block: int) -> np.ndarray:
+def block_coords(align, H: np.ndarray, block: int) -> np.ndarray:
     """Project states on the alignment's block: H (n_states, d) -> (n_states, block size), float64.
 
     A boundless alignment has one block as wide as the state; its hard size is ``n_units``, so
@@ -166,11 +168,11 @@ def number_line(align, states: dict, block: int = 0, n_random: int = 20, test_fr
         raise ValueError(f"states do not line up: H {H.shape}, value {value.shape}, trial {trial.shape}, phase {phase.shape}")
     fit, test = split_trials(trial, test_fraction, seed)
 
-    Z = _block_coords(align, H, block)
+    Z = block_coords(align, H, block)
     k = Z.shape[1]
     if k == 0:
         raise ValueError(f"block {block} of the alignment has no dims")
-    learned = _readout(Z, value, fit, test)
+    learned = fit_readout(Z, value, fit, test)
 
     # a separate stream from the split, and never the global RNG
     rng = np.random.default_rng([int(seed), 1])
@@ -178,7 +180,7 @@ def number_line(align, states: dict, block: int = 0, n_random: int = 20, test_fr
     r_random = np.empty(int(n_random))
     for j in range(int(n_random)):
         Q, _ = np.linalg.qr(rng.standard_normal((H.shape[1], k)))
-        r_random[j] = _readout(H64 @ Q, value, fit, test)["r_test"]
+        r_random[j] = fit_readout(H64 @ Q, value, fit, test)["r_test"]
 
     def stat(f):
         return float(f(r_random)) if r_random.size else math.nan

@@ -27,7 +27,7 @@ import torch
 from ..utils import check_choice
 from ..game.counterfactuals import make_pairs, pairs_from_trials
 from ..game.programs import intervention_positions, make_program
-from ..game.tasks import COUNT_SETS, Task, make_task
+from ..game.tasks import Task, make_task, resolve_counts
 from ..networks.models import ARCH_NAMES, greedy_rollout
 from ..networks.training import evaluate, load_or_train
 from ..intervene.controls import CHANGED_CONTROLS, run_das_with_controls
@@ -112,7 +112,6 @@ def cell_result(arch: str, task: str, program: str, variable: str, seed: int = 0
     validate_params(dict(arch=arch, task=task, program=program, variable=variable, seed=seed, site=site, n_units=n_units,
                          max_steps=max_steps, n_train=n_train, n_val=n_val, n_test=n_test, n_test_heldout=n_test_heldout,
                          train_steps=train_steps, controls=controls, device=device, smoke=smoke))
-    ctl_names = tuple(c for c in str(controls).split(",") if c)
     run = load_network(arch, task, seed, device, progress, train_steps, smoke)
     t = make_task(task)
     # the program's own name for its number variable is searched as "count" (the same pairs and
@@ -123,7 +122,7 @@ def cell_result(arch: str, task: str, program: str, variable: str, seed: int = 0
                     eval_every=COMPARE_SEARCH["eval_every"], alignment=COMPARE_SEARCH["alignment"], seed=int(seed))
     if smoke:
         cfg = replace(cfg, **SMOKE_SEARCH)
-    return run, run_das_with_controls(run.model, t, cfg, controls=ctl_names, progress=progress, store=store)
+    return run, run_das_with_controls(run.model, t, cfg, controls=controls, progress=progress, store=store)
 
 
 def compare_cell(arch: str = "gru", task: str = "multiobject", program: str = "up_down", variable: str = "count",
@@ -251,7 +250,7 @@ def accuracy_by_count(model, task: Task, counts="all", n_per_count: int = 200, s
     response tokens it emits before ``E`` (capped at count + 10). Rows: count, trial_acc,
     mean_error (produced - count), frac_short, frac_long.
     """
-    counts = COUNT_SETS[counts] if isinstance(counts, str) else tuple(counts)
+    counts = resolve_counts(counts)
     g = torch.Generator().manual_seed(seed)
     rows = []
     resp = task.id(task.resp_word)
@@ -283,7 +282,7 @@ def attention_to_demo(model, task: Task, n_trials: int = 200, counts="train", se
     if not hasattr(model, "attention_weights"):
         raise ValueError("attention_to_demo needs a Transformer (a model with attention_weights); "
                          f"got {type(model).__name__}")
-    counts = COUNT_SETS[counts] if isinstance(counts, str) else tuple(counts)
+    counts = resolve_counts(counts)
     g = torch.Generator().manual_seed(seed)
     tr = task.sample(n_trials, counts, g, unk_p=0.0)
     tokens = tr.tokens.to(model.device)
@@ -326,8 +325,8 @@ def out_of_range_iia(model, task: Task, align, program: str = "up_down", variabl
     """
     prog = make_program(program, task)
     g = torch.Generator().manual_seed(seed)
-    tc = COUNT_SETS[target_counts] if isinstance(target_counts, str) else tuple(target_counts)
-    sc = COUNT_SETS[source_counts] if isinstance(source_counts, str) else tuple(source_counts)
+    tc = resolve_counts(target_counts)
+    sc = resolve_counts(source_counts)
     tgt = task.sample(n, tc, g, unk_p=0.0)
     src = task.sample(n, sc, g, unk_p=0.0)
     pos, spos = intervention_positions(tgt, g), intervention_positions(src, g)

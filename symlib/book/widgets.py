@@ -43,7 +43,7 @@ from ..intervene.alignment import AlignmentFunction
 from ..intervene.das import DASConfig, DASResult, cached_result, run_das
 from ..intervene.iia import frozen, intervened_logits
 from ..intervene.store import ResultsStore, resolve_store
-from ..analyses.analysis import _block_coords, natural_states
+from ..analyses.analysis import block_coords, fit_readout, natural_states, split_trials
 
 #: The view the explorer opens on: a trial of N = 6 stopped after its 4th demo token (count 4),
 #: with the count 9 read after the 9th demo token of an N = 9 trial swapped in. The swap changes
@@ -320,24 +320,24 @@ class _Network:
 
 
 def _readout_fit(net: _Network, program: str, align: AlignmentFunction, site, n_trials: int, seed: int) -> dict:
-    """Fit the count on the alignment's first block over natural states (the learned number line)."""
+    """The learned number line, scored as the book scores it (``analysis.number_line``): a read-out of the
+    count from the alignment's first block, fitted on half the natural trials; ``r`` and where each count
+    sits (``means``) are measured on the other half, trials the fit never saw."""
     st = natural_states(net.model, net.task, program, n_trials=n_trials, seed=seed, site=site)
-    Z = _block_coords(align, st["H"], 0)
-    X = np.c_[Z, np.ones(len(Z))]
-    w, *_ = np.linalg.lstsq(X, st["value"].astype(np.float64), rcond=None)
-    pred = X @ w
+    value = st["value"].astype(np.float64)
+    fit, test = split_trials(st["trial"], 0.5, seed)
+    out = fit_readout(block_coords(align, st["H"], 0), value, fit, test)
     means = {}
-    for v in np.unique(st["value"]):
+    for v in np.unique(value[test]):
         for ph in (0, 1):
-            sel = (st["value"] == v) & (st["phase"] == ph)
+            sel = test & (value == v) & (st["phase"] == ph)
             if sel.any():
-                means[(int(v), ph)] = float(pred[sel].mean())
-    r = float(np.corrcoef(pred, st["value"])[0, 1]) if np.std(pred) > 0 else math.nan
-    return {"w": w, "means": means, "r": r, "max_value": int(st["value"].max())}
+                means[(int(v), ph)] = float(out["pred"][sel].mean())
+    return {"w": out["w"], "means": means, "r": out["r_test"], "max_value": int(value.max())}
 
 
 def _readout(fit: dict, align: AlignmentFunction, h: torch.Tensor) -> float:
-    Z = _block_coords(align, h.detach().float().cpu().numpy()[None, :], 0)
+    Z = block_coords(align, h.detach().float().cpu().numpy()[None, :], 0)
     return float((np.c_[Z, np.ones(1)] @ fit["w"])[0])
 
 
@@ -383,7 +383,7 @@ def number_line_svg(fit: dict, target: float, source: float, intervened: float, 
             parts.append(f'<text x="{X(v):.1f}" y="{ya + 16}" text-anchor="middle">{v}</text>')
     parts.append(f'<text x="4" y="{ya + 16}" fill="#333">read-out</text>')
     parts.append(f'<text x="{x1}" y="136" text-anchor="end" fill="#666">count read from the aligned subspace '
-                 f'(fit on natural states, r = {fit["r"]:.3f})</text>')
+                 f'(fit on half the natural trials; r = {fit["r"]:.3f} on the other half)</text>')
     parts.append("</svg>")
     legend = ('<div style="font-size:12px;color:#444">○ target before the swap ({:.1f}) &nbsp; '
               '<span style="color:#2f9e44">▲</span> source ({:.1f}) &nbsp; '
@@ -444,7 +444,7 @@ def intervened_rollout(model: SequenceModel, align: AlignmentFunction, tokens: t
     t = torch.arange(L + extra, device=tokens.device)[None, :]
     last = torch.where(tokens != 0, torch.arange(L, device=tokens.device)[None, :], -1).max(1).values
     feed = torch.nn.functional.pad(task_mask, (0, extra)) | (t > last[:, None])
-    fed = model._free_run_from(tok, feed, pos, h_new.to(tokens.device, model.embed.weight.dtype))
+    fed = model.free_run_from(tok, feed, pos, h_new.to(tokens.device, model.embed.weight.dtype))
     start = torch.where(task_mask, torch.arange(L, device=tokens.device)[None, :], L).min(1).values - 1
     return cut_at_end(fed, start)
 

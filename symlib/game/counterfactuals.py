@@ -20,7 +20,7 @@ from types import SimpleNamespace
 import torch
 
 from .programs import PROGRAMS, Program, counterfactual, intervention_positions, make_program, state_at
-from .tasks import TRAIN_COUNTS, Task, Trials, resolve_counts
+from .tasks import TRAIN_COUNTS, Task, Trials, resolve_counts, used_length
 
 #: Variables meaningful for every program.
 GENERIC_VARIABLES: tuple[str, ...] = ("count", "phase", "count_phase", "full", "null")
@@ -177,8 +177,7 @@ class CounterfactualPairs:
 
     def __getitem__(self, idx) -> "CounterfactualPairs":
         out = CounterfactualPairs(**{k: v[idx] for k, v in self._tensors().items()}, value_variable=self.value_variable)
-        L = int(((out.tokens != 0).long() * torch.arange(1, out.tokens.shape[1] + 1)).max())
-        Ls = int(((out.src_tokens != 0).long() * torch.arange(1, out.src_tokens.shape[1] + 1)).max())
+        L, Ls = used_length(out.tokens), used_length(out.src_tokens)
         out.tokens, out.task_mask, out.src_tokens = out.tokens[:, :L], out.task_mask[:, :L], out.src_tokens[:, :Ls]
         return out
 

@@ -18,7 +18,7 @@ from typing import Dict
 import torch
 
 from ..utils import check_choice
-from .tasks import Task, Trials
+from .tasks import Task, Trials, used_length
 
 State = Dict[str, torch.Tensor]
 DEMO, RESPONSE = 0, 1
@@ -337,16 +337,10 @@ def counterfactual(
     kk = k.clamp(0, steps - 1)
     tokens = torch.where(valid, roll.gather(1, kk), tokens)
     mask = valid & roll_mask.gather(1, kk)
-    # trim trailing all-pad columns
-    used = int(((tokens != program.task.P).long() * (idx + 1)).max())
+    used = used_length(tokens, program.task.P)  # trailing all-pad columns trimmed
     return tokens[:, :used], mask[:, :used]
 
 
 def intervention_positions(trials: Trials, generator: torch.Generator | None = None) -> torch.Tensor:
     """Draw one position per trial uniformly among its demo and response tokens: (batch,)."""
-    L = trials.tokens.shape[1]
-    idx = torch.arange(L)[None, :]
-    tpos = trials.trigger_pos[:, None]
-    epos = (trials.lengths - 1)[:, None]
-    valid = ((idx >= 1) & (idx < tpos)) | ((idx > tpos) & (idx < epos))
-    return torch.multinomial(valid.float(), 1, generator=generator)[:, 0]
+    return torch.multinomial(trials.demo_response_mask().float(), 1, generator=generator)[:, 0]

@@ -64,8 +64,21 @@ class Trials:
         L = int(t.lengths.max()) if len(t) else 0
         return Trials(t.tokens[:, :L], t.task_mask[:, :L], t.counts, t.trigger_pos, t.lengths)
 
+    def demo_response_mask(self) -> torch.Tensor:
+        """(batch, length) bool: the demo and response tokens, the positions where a count is built up or
+        read out (not ``B`` at 0, not the trigger ``T``, not the final ``E``, not padding)."""
+        idx = torch.arange(self.tokens.shape[1], device=self.tokens.device)[None, :]
+        return (idx >= 1) & (idx < (self.lengths - 1)[:, None]) & (idx != self.trigger_pos[:, None])
+
     def to(self, device) -> "Trials":
         return Trials(*(x.to(device) for x in (self.tokens, self.task_mask, self.counts, self.trigger_pos, self.lengths)))
+
+
+def used_length(tokens: torch.Tensor, pad: int = 0) -> int:
+    """The columns a batch of padded token rows needs: one past the last non-pad token of any row
+    (0 for an empty batch). Every task pads with token 0 (``P``)."""
+    nz = (tokens != pad).long() * torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
+    return int(nz.max()) if nz.numel() else 0
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..utils import choose_names
 from ..game.counterfactuals import intervened_state, make_pairs, split_seed, variable_blocks, wrong_labels
 from ..game.programs import Program, make_program
 from ..game.tasks import Task
@@ -163,6 +164,9 @@ def run_das_with_controls(model: SequenceModel, task: Task, cfg: DASConfig | Non
                           progress: bool = True, store=None, full_controls=FULL_CONTROLS, **overrides) -> DASResult:
     """Search ``cfg`` and its controls (learnable ones in the same batched pass).
 
+    controls: names from ``CONTROL_NAMES`` as a sequence or a comma-separated string, True (all)
+    or False/None (none), as everywhere in symlib.
+
     Returns the main search's result with ``metrics["controls"]``: control name ->
     ``{"iia_test", "iia_changed_test", "iia_changed_main"}`` (and ``_test_heldout``), where
     ``iia_changed_test`` is the control's IIA on its *own* changed test pairs (those its own
@@ -177,9 +181,7 @@ def run_das_with_controls(model: SequenceModel, task: Task, cfg: DASConfig | Non
     1000 test pairs costs about 30 s for a GRU and 60 s for a Transformer).
     """
     cfg = DASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
-    for c in controls:
-        if c not in CONTROL_NAMES:
-            raise ValueError(f"unknown control {c!r}; valid choices: {', '.join(CONTROL_NAMES)}")
+    controls = choose_names(controls, CONTROL_NAMES, "control")
     learn = control_configs(cfg, task, controls)
     results = run_das_batch(model, task, [cfg, *learn.values()], progress=progress, store=store,
                             token_iia=[True] + [name in full_controls for name in learn])

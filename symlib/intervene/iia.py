@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from ..game.counterfactuals import CounterfactualPairs
+from ..game.tasks import used_length
 from ..networks.models import SequenceModel, free_run, greedy_rollout
 from .alignment import AlignmentFunction
 
@@ -81,14 +82,9 @@ class PairStates:
         (tokens, task_mask, pos, h_t, h_s, swap)."""
         p = self.pairs
         tokens = p.tokens[idx]
-        L = _last_nonpad(tokens)
+        L = used_length(tokens)
         return (tokens[:, :L].to(device), p.task_mask[idx][:, :L].to(device), p.pos[idx].to(device),
                 self.H_t[idx].to(device), self.H_s[idx].to(device), p.swap[idx].to(device))
-
-
-def _last_nonpad(tokens: torch.Tensor) -> int:
-    nz = (tokens != 0).long() * torch.arange(1, tokens.shape[1] + 1, device=tokens.device)
-    return int(nz.max()) if nz.numel() else 0
 
 
 def after_swap(tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..game.counterfactuals import pairs_from_trials, value_variable, variable_blocks
 from ..game.programs import Program, State, counterfactual, intervention_positions, make_program, state_at
-from ..game.tasks import Task, Trials, resolve_counts
+from ..game.tasks import Task, Trials, resolve_counts, used_length
 from ..networks.hooked import HookedModel
 from ..networks.models import RecurrentModel, SequenceModel, TransformerModel
 from .alignment import AlignmentFunction
@@ -325,7 +325,7 @@ def _state_after_first(model, tokens, site, pos1, h1, pos2) -> torch.Tensor:
     """
     if isinstance(model, HookedModel):
         captured = []
-        with model._patched(capture=captured, replace=(pos1, h1)):
+        with model.patched(capture=captured, replace=(pos1, h1)):
             model.module(tokens[:, : int(pos2.max()) + 1])
         S = captured[0]
         return S[torch.arange(S.shape[0], device=S.device), pos2]
@@ -334,8 +334,8 @@ def _state_after_first(model, tokens, site, pos1, h1, pos2) -> torch.Tensor:
     k = torch.arange(int(n.max()), device=tokens.device)[None, :]
     cont = tokens.gather(1, (pos1[:, None] + 1 + k).clamp(max=tokens.shape[1] - 1))
     packed = torch.nn.utils.rnn.pack_padded_sequence(model.embed(cont), n.cpu(), batch_first=True, enforce_sorted=False)
-    _, hx = model.rnn(packed, model._unpack_state(h1))
-    return model._pack_state(hx)
+    _, hx = model.rnn(packed, model.unpack_state(h1))
+    return model.pack_state(hx)
 
 
 def _hooked_logits(model, module, time_dim, tokens, swaps) -> torch.Tensor:
@@ -454,7 +454,7 @@ def double_intervention_iia(model: SequenceModel, align: AlignmentFunction, pair
             for i in range(0, len(pairs), batch):
                 sl = slice(i, i + batch)
                 tokens, mask = pairs.tokens[sl], pairs.task_mask[sl]
-                L = int(((tokens != 0).long() * torch.arange(1, tokens.shape[1] + 1)).max())
+                L = used_length(tokens)
                 tokens, mask = tokens[:, :L].to(dev), mask[:, :L].to(dev)
                 p1, p2 = pairs.pos1[sl].to(dev), pairs.pos2[sl].to(dev)
                 sw1, sw2 = pairs.swap1[sl].to(dev), pairs.swap2[sl].to(dev)

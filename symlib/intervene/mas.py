@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from ..utils import check_choice
+from ..utils import choose_names, check_choice
 from ..game.counterfactuals import CounterfactualPairs, make_splits, shared_variables, split_seed, value_variable, variable_blocks, wrong_labels
 from ..game.programs import Program, make_program, state_at
 from ..game.tasks import Task, make_task
@@ -273,9 +273,7 @@ def natural_pool(net: MASNetwork, prog: Program, n_trials: int, seed: int) -> tu
     trials = net.task.sample(int(n_trials), "train", g, unk_p=0.0)
     with frozen(net.model), torch.no_grad():
         S = net.model.states(trials.tokens.to(net.model.device), net.site).float().cpu()
-    L = trials.tokens.shape[1]
-    idx = torch.arange(L)[None, :]
-    keep = (idx >= 1) & (idx < (trials.lengths - 1)[:, None]) & (idx != trials.trigger_pos[:, None])
+    keep = trials.demo_response_mask()
     keys = _state_keys(prog, prog.trace(trials))
     return keys[keep], S[keep]
 
@@ -380,10 +378,12 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
     {name: (model, task[, site])}. Every check (names, tasks and programs sharing the
     variable, sizes, directions) runs before any state is computed. ``evaluate_all``:
     measure every source x target direction on test pairs, trained or not (the matrix).
-    ``controls``: also measure the untrained alignments on the same pairs
+    ``controls``: MAS's one control, ``initial`` (True or "initial"; False or None: none), as
+    controls are named everywhere in symlib: the untrained alignments measured on the same pairs
     (``initial_iia_*``). ``store``: a results store (True: the default one) where searches
     are cached under the networks' weights and the config. Keywords override fields of ``cfg``.
     """
+    controls = bool(choose_names(controls, ("initial",), "MAS control"))
     from .store import resolve_store
     cfg = MASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
     nets = as_networks(networks)

@@ -190,7 +190,7 @@ def loss_rows(tokens: torch.Tensor, feed: torch.Tensor | None, pad: int = 0) -> 
     t = torch.arange(L - 1, device=tokens.device)[None, :]
     padded_at_end = not bool((tokens[:, 1:][t >= n[:, None]] != pad).any())
     if feed is not None and bool(feed.any(1).all()) and padded_at_end:
-        start, _ = RecurrentModel._feed_span(feed)  # the lone network's own rule
+        start, _ = RecurrentModel.feed_span(feed)  # the lone network's own rule
         c = n - start - 1
         if bool((c >= 1).all()):  # the lone network's fused path: prefix, then the continuation
             pre = _packed_order(grid, start + 1)

@@ -86,7 +86,7 @@ class HookedModel(SequenceModel):
     def states(self, tokens, site=None):
         self.check_site(site)
         captured = []
-        with self._patched(capture=captured, length=tokens.shape[1]):
+        with self.patched(capture=captured, length=tokens.shape[1]):
             self._run(tokens)
         if not captured:
             raise ValueError(f"{self.site_name!r} did not run when {self.kind} was called on tokens: choose a submodule on the path to the output")
@@ -94,7 +94,7 @@ class HookedModel(SequenceModel):
 
     def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         self.check_site(site)
-        with self._patched(replace=(pos, h), length=tokens.shape[1], prefix=prefix):
+        with self.patched(replace=(pos, h), length=tokens.shape[1], prefix=prefix):
             return self._run(tokens)
 
     def forward_stepwise(self, tokens):
@@ -114,7 +114,11 @@ class HookedModel(SequenceModel):
         return s.reshape(s.shape[0], like.shape[0], -1).transpose(0, 1).contiguous()
 
     @contextlib.contextmanager
-    def _patched(self, capture: list | None = None, replace=None, length: int | None = None, prefix: bool = True):
+    def patched(self, capture: list | None = None, replace=None, length: int | None = None, prefix: bool = True):
+        """While the block runs, the wrapped module's site records its states into ``capture`` (a list) and,
+        with ``replace`` = (positions (B,), states (B, width)), has its state at those positions replaced
+        (``length``: the tokens' length, to check the site's output; ``prefix`` as in ``run_with_state``).
+        The hook ``run_with_state`` and the book's hand-made interventions are built on."""
         if self.recurrent:
             orig = self.sub.forward
             self.sub.forward = lambda x, hx=None: self._stepwise(orig, x, hx, capture, replace, prefix)

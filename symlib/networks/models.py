@@ -205,13 +205,16 @@ class RecurrentModel(SequenceModel):
         return self.hidden * (2 if self.is_lstm else 1) * self.config.n_layers
 
     # state <-> the tensors torch's RNNs use: (layers, batch, H) [and c]
-    def _pack_state(self, hx) -> torch.Tensor:
+    def pack_state(self, hx) -> torch.Tensor:
+        """The torch RNN's hidden state ``hx`` ((layers, B, H), or the pair (h, c) for an LSTM) as the book's
+        flat state (B, layers * H), an LSTM's as [h; c]: what the site ``state`` holds."""
         if self.is_lstm:
             h, c = hx
             return torch.cat([h.transpose(0, 1).flatten(1), c.transpose(0, 1).flatten(1)], 1)
         return hx.transpose(0, 1).flatten(1)
 
-    def _unpack_state(self, s: torch.Tensor):
+    def unpack_state(self, s: torch.Tensor):
+        """The inverse of ``pack_state``: a flat state (B, width) as the torch RNN's ``hx``."""
         B, nl, H = s.shape[0], self.config.n_layers, self.hidden
         if self.is_lstm:
             h, c = s[:, : nl * H], s[:, nl * H:]
@@ -248,7 +251,7 @@ class RecurrentModel(SequenceModel):
         return lambda x, hx: torch.gru_cell(x, hx, *w)
 
     @staticmethod
-    def _feed_span(feed: torch.Tensor):
+    def feed_span(feed: torch.Tensor):
         """First fed position minus one (where free running starts) and last fed position, per row."""
         L = feed.shape[1]
         idx = torch.arange(L, device=feed.device)[None, :]
@@ -257,11 +260,11 @@ class RecurrentModel(SequenceModel):
         return (first - 1).clamp(min=0), last
 
     @torch.no_grad()
-    def _free_run_from(self, tokens, feed, start, s):
+    def free_run_from(self, tokens, feed, start, s):
         """Step from the packed state ``s`` after token ``start`` (per row), feeding predictions where
         ``feed`` says; the read-out runs without dropout. Returns the inputs fed: (B, L)."""
         L = tokens.shape[1]
-        _, last = self._feed_span(feed)
+        _, last = self.feed_span(feed)
         H = self.hidden
         hx = (s[:, :H].contiguous(), s[:, H:].contiguous()) if self.is_lstm else s
         step = self._cell()
@@ -288,8 +291,8 @@ class RecurrentModel(SequenceModel):
             return tokens
         if self.config.n_layers != 1:
             return super().free_run_tokens(tokens, feed)
-        start, _ = self._feed_span(feed)
-        return self._free_run_from(tokens, feed, start, self.state_at(tokens, "state", start))
+        start, _ = self.feed_span(feed)
+        return self.free_run_from(tokens, feed, start, self.state_at(tokens, "state", start))
 
     def free_running_loss(self, tokens, feed, pad: int = 0):
         """Training loss with the network's own predictions fed at ``feed`` positions.
@@ -300,7 +303,7 @@ class RecurrentModel(SequenceModel):
         """
         B, L = tokens.shape
         n = (tokens[:, 1:] != pad).sum(1)  # targets per row
-        start, _ = self._feed_span(feed)
+        start, _ = self.feed_span(feed)
         c = n - start - 1  # inputs after the prefix that still predict a target
         padded_at_end = not bool((tokens[:, 1:][torch.arange(L - 1, device=tokens.device)[None, :] >= n[:, None]] != pad).any())
         if self.config.n_layers != 1 or not bool(feed.any(1).all()) or not bool((c >= 1).all()) or not padded_at_end:
@@ -309,7 +312,7 @@ class RecurrentModel(SequenceModel):
         lp = (start + 1).cpu()
         x = pack_padded_sequence(self.embed(tokens[:, : int(lp.max())]), lp, batch_first=True, enforce_sorted=False)
         out_pre, hx = self.rnn(x)
-        inp = self._free_run_from(tokens, feed, start, self._pack_state(hx).detach())
+        inp = self.free_run_from(tokens, feed, start, self.pack_state(hx).detach())
         k = torch.arange(int(c.max()), device=tokens.device)[None, :]
         cont = inp.gather(1, (k + start[:, None] + 1).clamp(max=L - 1))
         cont_tgt = tokens.gather(1, (k + start[:, None] + 2).clamp(max=L - 1))
@@ -329,7 +332,7 @@ class RecurrentModel(SequenceModel):
         hx, out = None, []
         for t in range(tokens.shape[1]):  # the LSTM's c is only returned at the end: step
             _, hx = self.rnn(x[:, t:t + 1], hx)
-            out.append(self._pack_state(hx))
+            out.append(self.pack_state(hx))
         return torch.stack(out, 1)
 
     def state_at(self, tokens, site, pos):
@@ -339,7 +342,7 @@ class RecurrentModel(SequenceModel):
         # one fused pass over each row's own prefix tokens[:pos+1]
         packed = pack_padded_sequence(self.embed(tokens), (pos + 1).cpu(), batch_first=True, enforce_sorted=False)
         _, hx = self.rnn(packed)
-        return self._pack_state(hx)
+        return self.pack_state(hx)
 
     def _replaced_logits(self, tokens, site, pos, h, prefix: bool = True):
         """Logits with the state at (site, pos) replaced by ``h``: tokens (B, L), pos (B,), h (B, d).
@@ -353,14 +356,14 @@ class RecurrentModel(SequenceModel):
             has_prev = pos > 0
             if bool(has_prev.any()):
                 before = torch.where(has_prev[:, None], self.state_at(tokens, "state", (pos - 1).clamp(min=0)), before)
-            hx = None if not bool(has_prev.any()) else self._unpack_state(before)
+            hx = None if not bool(has_prev.any()) else self.unpack_state(before)
             _, hx = self.rnn(h[:, None, :], hx)
-            return self._replaced_logits(tokens, "state", pos, self._pack_state(hx), prefix)
+            return self._replaced_logits(tokens, "state", pos, self.pack_state(hx), prefix)
         # left-align every row's continuation tokens[pos+1:] and run them from h
         Lc = L - int(pos.min())  # logits needed for the earliest row: positions pos..L-1
         idx = torch.arange(Lc, device=tokens.device)[None, :] + pos[:, None] + 1
         cont = tokens.gather(1, idx.clamp(max=L - 1))
-        out, _ = self.rnn(self.embed(cont), self._unpack_state(h))
+        out, _ = self.rnn(self.embed(cont), self.unpack_state(h))
         seq = torch.cat([self._top_h(h)[:, None, :], out[:, :-1]], 1)  # states that predict tokens pos+1, pos+2, ...
         lc = self.readout(seq)  # (B, Lc, V)
         t = torch.arange(L, device=tokens.device)[None, :]
@@ -382,7 +385,7 @@ class RecurrentModel(SequenceModel):
         k = torch.arange(Lc, device=tokens.device)[None, :]
         cont = tokens.gather(1, (k + pos[:, None] + 1).clamp(max=L - 1))
         packed = pack_padded_sequence(self.embed(cont), n.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        out = pad_packed_sequence(self.rnn(packed, self._unpack_state(h))[0], batch_first=True, total_length=Lc)[0]
+        out = pad_packed_sequence(self.rnn(packed, self.unpack_state(h))[0], batch_first=True, total_length=Lc)[0]
         seq = torch.cat([self._top_h(h)[:, None, :], out[:, :-1]], 1)  # (B, Lc, H): states predicting pos+1, ...
         # select[b, t] with t >= pos -> seq[b, t - pos]; row-major order is kept
         rows, cols = select.nonzero(as_tuple=True)
