@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("ipywidgets")
 
 import symlib
+from symlib.analyses import explain
 from symlib.book import widgets
 from symlib.intervene.alignment import make_alignment
 
@@ -190,7 +191,7 @@ def test_fast_rollout_equals_the_generic_one():
     site = model.check_site(None)
     from symlib.intervene.iia import PairStates
     st = PairStates.compute(model, pairs, site)
-    fast = widgets.intervened_rollout(model, align, pairs.tokens, pairs.task_mask, pairs.pos, st.H_t, st.H_s, pairs.swap, site)
+    fast = explain.intervened_rollout(model, align, pairs.tokens, pairs.task_mask, pairs.pos, st.H_t, st.H_s, pairs.swap, site)
     slow = symlib.network_rollout(model, align, pairs, site)
     assert torch.equal(fast, slow)
 
@@ -220,7 +221,7 @@ def test_number_line_r_is_held_out_as_in_the_book():
     from symlib.analyses.analysis import natural_states, number_line
     model = hand()
     align = make_alignment("orthogonal", 8, [3], seed=1)  # a block that mixes the count with other units
-    fit = widgets._readout_fit(widgets._Network("hand", model, MULTI), "up_down", align, None, 40, 0)
+    fit = explain._readout_fit(explain._Network("hand", model, MULTI), "up_down", align, None, 40, 0)
     st = natural_states(model, MULTI, "up_down", n_trials=40, seed=0, site=None)
     book = number_line(align, st, block=0, n_random=0, test_fraction=0.5, seed=0)
     assert fit["r"] == pytest.approx(book["r_test"], abs=1e-9)
