@@ -476,12 +476,17 @@ def _cross_03(v, ctx):
             other, other_how = _width(ctx)
             if other < width:
                 width, how = other, f", the other architectures' with COMPARE{other_how}"
+    yield from _units_fit(v, width, how, "SWEEP")
+
+
+def _units_fit(v, width: int, how: str, sizes: str):
+    """N_UNITS and every size in the list parameter ``sizes`` no wider than the state (``width``)."""
     why = _fits(v["N_UNITS"], width, how)
     if why:
         yield "N_UNITS", why
-    too = [k for k in v["SWEEP"] if k > width]
+    too = [k for k in v[sizes] if k > width]
     if too:
-        yield "SWEEP", _fits(too[0], width, how)
+        yield sizes, _fits(too[0], width, how)
 
 
 def _cross_04(v, ctx):
@@ -499,12 +504,7 @@ def _cross_05(v, ctx):
 
 def _cross_06(v, ctx):
     width, how = _width(ctx)
-    why = _fits(v["N_UNITS"], width, how)
-    if why:
-        yield "N_UNITS", why
-    too = [k for k in v["UNITS"] if k > width]
-    if too:
-        yield "UNITS", _fits(too[0], width, how)
+    yield from _units_fit(v, width, how, "UNITS")
 
 
 def _cross_07(v, ctx):
