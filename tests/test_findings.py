@@ -225,3 +225,5 @@ def test_findings_jobs_give_the_rows_of_one_process():
     assert steps["transformer"] <= 16, steps
     with pytest.raises(ValueError, match="jobs"):
         findings_table(("gru",), (0,), jobs=0, **kw)
+    with pytest.raises(ValueError, match="unknown architecture 'gur'"):  # before any process or training
+        findings_table(("gur", "lstm"), (0,), jobs=2, **kw)

@@ -61,6 +61,8 @@ def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: 
     from ..networks.models import ARCH_NAMES
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs!r}")
+    for a in archs:  # before any process starts or any network is trained
+        check_choice("architecture", a, ARCH_NAMES)
     per_arch = bool(train) and all(k in ARCH_NAMES for k in train)
     cfg = DASConfig(**{**FINDINGS_SEARCH, **(search or {})})
     cells = [(arch, int(seed), {**FINDINGS_TRAIN.get(arch, {}), **((train or {}).get(arch, {}) if per_arch else (train or {}))})
@@ -70,14 +72,13 @@ def findings_table(archs=("gru", "lstm", "transformer"), seeds=(0, 1, 2), task: 
         rows = [_cell_rows(*a, progress=progress) for a in args]
     else:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
         # the longest cells (Transformers) first, so that no worker is left with one at the end
         order = sorted(range(len(cells)), key=lambda i: not cells[i][0].startswith("transformer"))
         rows = [None] * len(cells)
         with ProcessPoolExecutor(min(jobs, len(cells)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_one_thread) as ex:
             futures = {ex.submit(_cell_rows, *args[i], progress=False): i for i in order}
-            from concurrent.futures import as_completed
             for n, f in enumerate(as_completed(futures), 1):
                 i = futures[f]
                 rows[i] = f.result()
