@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..paths import runs_dir
-from ..utils import check_choice
+from ..utils import choose_names
 from ..networks.training import TrainConfig, _check_same_recipe, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
 from ..intervene.controls import CHANGED_CONTROLS, control_configs, fixed_controls, iia_changed_main
 from ..intervene.das import DASConfig, DASResult, run_das_batch
@@ -139,7 +139,7 @@ def _history_at(history: list[dict], step: int) -> dict:
 
 
 def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, steps: Sequence[int] | None = None,
-                      warm: bool = True, warm_steps: int | None = WARM_STEPS, controls: Sequence[str] = DYNAMICS_CONTROLS, store=True, device: str = "auto",
+                      warm: bool = True, warm_steps: int | None = WARM_STEPS, controls=DYNAMICS_CONTROLS, store=True, device: str = "auto",
                       progress: bool = True) -> Dynamics:
     """One alignment search per checkpoint of a saved run, on the same test pairs and budget.
 
@@ -148,7 +148,7 @@ def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, 
     the previous checkpoint's alignment (the first search starts fresh); False starts every one
     fresh. Every search stops on ``cfg``'s convergence rule or its cap: ``cfg.max_steps`` for
     a fresh search, ``warm_steps`` for a warm one (None: ``cfg.max_steps``). Each row says
-    whether its search ``converged`` and why it stopped. controls: of ``"initial"``, ``"no_swap"``, ``"wrong_labels"``. store: the
+    whether its search ``converged`` and why it stopped. controls: of ``"initial"``, ``"no_swap"``, ``"wrong_labels"`` (a sequence, a comma-separated string, True or False). store: the
     results store (True: the default one; None: no caching).
     """
     run_dir = Path(run_dir)
@@ -158,8 +158,7 @@ def iia_over_training(run_dir: str | Path, cfg: DASConfig | dict | None = None, 
     missing = [s for s in steps if s not in have]
     if missing:
         raise ValueError(f"no checkpoint at step(s) {missing} in {run_dir}; saved steps: {have}")
-    for c in controls:
-        check_choice("control", c, ("initial", "no_swap", "wrong_labels"))
+    controls = choose_names(controls, ("initial", "no_swap", "wrong_labels"), "control")
     base = DASConfig(**{**DYNAMICS_SEARCH, **(cfg if isinstance(cfg, dict) else asdict(cfg) if cfg else {})})
     task = tcfg.make_task()
     if warm_steps is not None and (isinstance(warm_steps, bool) or not isinstance(warm_steps, int) or warm_steps < 1):
