@@ -157,6 +157,7 @@ def number_line(align, states: dict, block: int = 0, n_random: int = 20, test_fr
     block's size), ``r_own_coordinate`` (for a 1-dim block: the correlation of the raw
     coordinate with the value on the test trials, no fitting, sign kept; else None),
     ``trials_fit``, ``trials_test`` (the trial ids on each side), and for a figure
+    ``w`` (the read-out's weights, then its intercept, to place other states on the line),
     ``coord_test`` (the read-out on the test states), ``value_test``, ``phase_test``
     ((n_test_states,) each).
     """
@@ -197,6 +198,7 @@ def number_line(align, states: dict, block: int = 0, n_random: int = 20, test_fr
         "r_own_coordinate": _pearson(Z[test, 0], value[test]) if k == 1 else None,
         "trials_fit": np.unique(trial[fit]),
         "trials_test": np.unique(trial[test]),
+        "w": learned["w"],
         "coord_test": learned["pred"][test],
         "value_test": value[test],
         "phase_test": phase[test],

@@ -25,7 +25,7 @@ from ..intervene.alignment import AlignmentFunction
 from ..intervene.das import DASConfig
 from ..intervene.iia import frozen, intervened_logits
 from ..intervene.store import ResultsStore
-from .analysis import block_coords, fit_readout, natural_states, split_trials
+from .analysis import block_coords, natural_states, number_line
 
 
 #: The view the explorer opens on: a trial of N = 6 stopped after its 4th demo token (count 4),
@@ -217,16 +217,14 @@ def _readout_fit(net: _Network, program: str, align: AlignmentFunction, site, n_
     count from the alignment's first block, fitted on half the natural trials; ``r`` and where each count
     sits (``means``) are measured on the other half, trials the fit never saw."""
     st = natural_states(net.model, net.task, program, n_trials=n_trials, seed=seed, site=site)
-    value = st["value"].astype(np.float64)
-    fit, test = split_trials(st["trial"], 0.5, seed)
-    out = fit_readout(block_coords(align, st["H"], 0), value, fit, test)
+    line = number_line(align, st, block=0, n_random=0, test_fraction=0.5, seed=seed)
     means = {}
-    for v in np.unique(value[test]):
+    for v in np.unique(line["value_test"]):
         for ph in (0, 1):
-            sel = test & (value == v) & (st["phase"] == ph)
+            sel = (line["value_test"] == v) & (line["phase_test"] == ph)
             if sel.any():
-                means[(int(v), ph)] = float(out["pred"][sel].mean())
-    return {"w": out["w"], "means": means, "r": out["r_test"], "max_value": int(value.max())}
+                means[(int(v), ph)] = float(line["coord_test"][sel].mean())
+    return {"w": line["w"], "means": means, "r": line["r_test"], "max_value": int(np.max(st["value"]))}
 
 
 def _readout(fit: dict, align: AlignmentFunction, h: torch.Tensor) -> float:
