@@ -86,10 +86,13 @@ def test_chapters_start_after_what_they_need_and_never_more_than_jobs_at_once(tm
     assert s["c"]["start"] >= max(s["b"]["end"], s["slow"]["end"])
     for name, r in s.items():  # at any chapter's start, at most two are running
         assert sum(o["start"] <= r["start"] < o["end"] for o in s.values()) <= 2, name
+    # the threads each chapter ran with are the ones the report gives; only the last one started may have
+    # every core (whether it does depends on whether its neighbour was reaped first: timing, so not asserted
+    # here; test_the_last_chapter_to_start_alone_gets_every_thread holds it where it is certain)
+    assert {n: int(r["threads"]) for n, r in s.items()} == {n: r["threads"] for n, r in report["chapters"].items()}
     last = max(s, key=lambda n: s[n]["start"])
-    alone_at_start = not any(o["start"] <= s[last]["start"] < o["end"] for n, o in s.items() if n != last)
     assert {r["threads"] for n, r in s.items() if n != last} == {"3"}
-    assert s[last]["threads"] == ("6" if alone_at_start else "3")
+    assert s[last]["threads"] in ("3", "6")
     # the first two in book order start first, together
     first = sorted(s, key=lambda n: s[n]["start"])[:2]
     assert set(first) == {"a", "slow"}

@@ -164,6 +164,7 @@ class _Job:
     proc: subprocess.Popen
     log: object
     start: float
+    threads: int
 
 
 def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int | None = None,
@@ -203,7 +204,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
         if job is None:
             return {"status": state, "seconds": 0.0, "started": None, "log": None, **extra}
         return {"status": state, "seconds": round(time.perf_counter() - job.start, 1), "started": round(job.start - t0, 1),
-                "log": str(out / "logs" / f"{job.chapter.name}.log"), **extra}
+                "threads": job.threads, "log": str(out / "logs" / f"{job.chapter.name}.log"), **extra}
 
     def say(text: str) -> None:
         print(("\r\033[K" if tty else "") + text, file=stream, flush=True)
@@ -246,7 +247,7 @@ def run_book(chapters: Sequence[Chapter], out: Path, jobs: int = 2, threads: int
                 n_threads = threads * jobs if ready.alone or last else threads
                 proc = subprocess.Popen(command(ready, out), stdout=log, stderr=subprocess.STDOUT, env=env_for[n_threads],
                                         cwd=REPO_ROOT, start_new_session=True)
-                running.append(_Job(ready, proc, log, time.perf_counter()))
+                running.append(_Job(ready, proc, log, time.perf_counter(), n_threads))
                 say(f"  started  {ready.name}  [{_clock(time.perf_counter() - t0)}]"
                     + (f" alone, {n_threads} thread(s)" if (ready.alone or last) and jobs > 1 else ""))
             if failed and not running:
