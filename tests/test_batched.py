@@ -28,6 +28,8 @@ def test_batched_equals_one_by_one(arch, response_input):
         assert _max_diff(a.model, b.model) < 1e-6
         assert _losses(b.history) == pytest.approx(_losses(a.history), abs=1e-6)
         assert [r["trial_acc_train"] for r in b.history] == [r["trial_acc_train"] for r in a.history]
+        for key in ("loss_train", "loss_out_of_range", "token_acc_heldout", "trial_acc_heldout"):  # evaluated together
+            assert [r[key] for r in b.history] == pytest.approx([r[key] for r in a.history], rel=2e-5, abs=1e-5), key
     assert _max_diff(bat[0].model, bat[1].model) > 1e-2  # the seeds really differ
 
 
@@ -63,8 +65,8 @@ def test_run_folders_resume_across_trainers(tmp_path):
 def test_a_seed_that_stops_is_frozen_while_the_others_go_on(monkeypatch):
     real = training._Run.record
 
-    def record(self, train_loss):
-        rec = real(self, train_loss)
+    def record(self, train_loss, metrics=None):
+        rec = real(self, train_loss, metrics)
         if self.cfg.seed == 0 and self.step == 4:
             rec["stopped_because"] = "solved: (test)"
         return rec
@@ -89,3 +91,31 @@ def test_transformers_train_one_by_one_and_bad_input():
         batched.train_seeds([0, 1, 2], run_dirs=["a", "b"], **KW)
     with pytest.raises(ValueError, match="valid choices"):
         batched.train_seeds([0, 1], arch="cnn", run_dirs=None, **KW)
+
+
+@pytest.mark.parametrize("arch", ["gru", "lstm"])
+def test_stacked_evaluation_equals_evaluate_seed_by_seed(arch):
+    """All seeds' evaluation sets in one teacher-forced pass give each seed what ``training.evaluate``
+    gives it, its loss averaged over chunks of ``batch_size`` trials as evaluate does."""
+    cfg = training.TrainConfig(arch=arch, d_model=16)
+    task = cfg.make_task()
+    models = []
+    for s in (0, 1, 2):
+        torch.manual_seed(s)
+        models.append(training.build_model(cfg.model_config()).eval())
+    sets = []
+    for s in (0, 1, 2):
+        ts = training.eval_sets(task, 40, s)
+        for t in ts.values():  # grade one token per trial, at a position that varies, so that untrained networks get some trials right
+            t.task_mask.zero_()
+            rows = torch.arange(len(t))
+            t.task_mask[rows, 1 + rows % (t.lengths - 1)] = True
+        sets.append(ts)
+    got = batched.StackedRNN(models).evaluate(batched.StackedRNN(models).params, sets, batch_size=16)
+    trial = []
+    for m, ts, g in zip(models, sets, got):
+        want = {f"{k}_{n}": v for n, t in ts.items() for k, v in training.evaluate(m, t, batch_size=16).items()}
+        assert set(g) == set(want)
+        assert g == pytest.approx(want, abs=1e-5)
+        trial += [g[k] for k in g if k.startswith("trial_acc")]
+    assert any(0 < v < 1 for v in trial)  # the trial test is not all-or-nothing here

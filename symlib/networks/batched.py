@@ -91,20 +91,39 @@ class StackedRNN:
         """x (k, N, H) -> (k, N, G)."""
         return torch.baddbmm(P["rnn.bias_ih_l0"][:, None, :], x, P["rnn.weight_ih_l0"].transpose(1, 2))
 
-    def run(self, P: dict, tokens: torch.Tensor, pk: "_Packing") -> torch.Tensor:
+    def run(self, P: dict, tokens: torch.Tensor, pk: "_Packing", feed: torch.Tensor | None = None) -> torch.Tensor:
         """Hidden states after each input, packed as ``pk`` says: tokens (k, B, T) -> (k, S, H).
 
         Rows are sorted longest first, so the rows still running at step t are a prefix
         that only shrinks: each step computes ``pk.A[t]`` rows, not B (a lone network's
         packed sequence skips its padding the same way).
+
+        ``feed`` (k, B, T): a free run in the same pass. At a fed position the input is the
+        previous step's dropout-free argmax instead of the given token. The recurrence has no
+        dropout, so the states of the free run are the states the loss needs: one pass where
+        a lone network runs the prefix once, then the free run and the gradient pass over the
+        continuation.
         """
         gi = self.input_proj(P, self.embed(P, pk.pack(tokens)))
         hx = self.zero_state(tokens.shape[0], pk.A[0], gi)
-        out = []
-        for a, g in zip(pk.A, gi.split(pk.A, 1)):
+        fed = pk.sort(feed) if feed is not None else None
+        tok_s = pk.sort(tokens) if feed is not None else None
+        emb_w, seeds = P["embed.weight"], torch.arange(tokens.shape[0], device=tokens.device)[:, None]
+        out, pred = [], None
+        for t, (a, g) in enumerate(zip(pk.A, gi.split(pk.A, 1))):
+            if pred is not None:  # fed rows take the network's own last prediction
+                f = fed[:, :a, t]
+                x_tok = torch.where(f, pred[:, :a], tok_s[:, :a, t])
+                g = torch.where(f[..., None], self.input_proj(P, emb_w[seeds, x_tok]), g)
             hx = (hx[0][:, :a], hx[1][:, :a]) if self.is_lstm else hx[:, :a]
             hx = self.cell(P, g, hx)
-            out.append(hx[0] if self.is_lstm else hx)
+            h = hx[0] if self.is_lstm else hx
+            out.append(h)
+            nxt = pk.A[t + 1] if t + 1 < len(pk.A) else 0
+            pred = None
+            if fed is not None and nxt and bool(fed[:, :nxt, t + 1].any()):
+                with torch.no_grad():
+                    pred = self.head(P, h.detach()).argmax(-1)
         return torch.cat(out, 1)
 
     @staticmethod
@@ -116,28 +135,60 @@ class StackedRNN:
         return torch.baddbmm(P["readout.3.bias"][:, None, :], a, P["readout.3.weight"].transpose(1, 2))
 
     @torch.no_grad()
-    def free_run(self, P: dict, tokens: torch.Tensor, feed: torch.Tensor, pk: "_Packing") -> torch.Tensor:
-        """The inputs a free run feeds: ``feed`` positions get the previous step's dropout-free
-        argmax. tokens, feed (k, B, T); steps only as far as ``pk`` runs each row."""
-        k = tokens.shape[0]
-        tok_s, feed_s = pk.sort(tokens), pk.sort(feed)
-        out_s = tok_s.clone()
-        emb_w = P["embed.weight"]
-        seeds = torch.arange(k, device=tokens.device)[:, None]
-        hx, pred = None, None
-        for t, a in enumerate(pk.A):
-            x_tok = tok_s[:, :a, t]
-            if pred is not None:
-                x_tok = torch.where(feed_s[:, :a, t], pred[:, :a], x_tok)
-                out_s[:, :a, t] = x_tok
-            gi = self.input_proj(P, emb_w[seeds, x_tok])
-            if hx is None:
-                hx = self.zero_state(k, a, gi)
-            hx = (hx[0][:, :a], hx[1][:, :a]) if self.is_lstm else hx[:, :a]
-            hx = self.cell(P, gi, hx)
-            nxt = pk.A[t + 1] if t + 1 < len(pk.A) else 0
-            pred = self.head(P, hx[0] if self.is_lstm else hx).argmax(-1) if nxt and bool(feed_s[:, :nxt, t + 1].any()) else None
-        return pk.unsort(out_s)
+    def evaluate(self, P: dict, trial_sets: list[dict], batch_size: int = 1000, chunk: int = 8192) -> list[dict]:
+        """``training.evaluate`` for every seed of ``P`` at once: ``trial_sets`` holds, per seed, its
+        evaluation sets (name -> Trials, the same names for all). Teacher-forced, dropout off, one
+        pass over all the sets' rows; the loss of a set is averaged over chunks of ``batch_size``
+        trials weighted by their size, as ``evaluate`` does. Returns per seed
+        {f"{metric}_{set}": value}, the keys ``_Run.record`` writes."""
+        names = list(trial_sets[0])
+        dev = P["embed.weight"].device
+        L = max(ts[n].tokens.shape[1] for ts in trial_sets for n in names)
+        tok = torch.stack([torch.cat([F.pad(ts[n].tokens, (0, L - ts[n].tokens.shape[1])) for n in names]) for ts in trial_sets]).to(dev)
+        msk = torch.stack([torch.cat([F.pad(ts[n].task_mask, (0, L - ts[n].task_mask.shape[1])) for n in names]) for ts in trial_sets]).to(dev)
+        sizes = [len(trial_sets[0][n]) for n in names]
+        if any(len(ts[n]) != m for ts in trial_sets for n, m in zip(names, sizes)):
+            raise ValueError("every seed's evaluation sets must have the same sizes")
+        k, B = tok.shape[:2]
+        pk = _Packing((tok[:, :, 1:] != 0).sum(2), L - 1)
+        h = self.run(P, tok[:, :, :L - 1], pk)
+        tgt, g = pk.pack(tok[:, :, 1:]), pk.pack(msk[:, :, 1:])
+        pred, ce = [], []
+        for s in range(0, h.shape[1], chunk):
+            logits = self.head(P, h[:, s:s + chunk])
+            pred.append(logits.argmax(-1))
+            ce.append(F.cross_entropy(logits.transpose(1, 2), tgt[:, s:s + chunk], ignore_index=0, reduction="none"))
+        pred, ce = torch.cat(pred, 1), torch.cat(ce, 1)
+        # each packed cell's row (as given), its set, and its chunk of batch_size trials within the set
+        row = pk.order.gather(1, (pk.idx // pk.T)[None, :].expand(k, -1))
+        first = torch.tensor([0] + sizes[:-1], device=dev).cumsum(0)
+        set_of = torch.cat([torch.full((m,), i, device=dev) for i, m in enumerate(sizes)])
+        chunk_of = torch.cat([torch.arange(m, device=dev) // batch_size for m in sizes])
+        n_chunks = [(m + batch_size - 1) // batch_size for m in sizes]
+        chunk_base = torch.tensor([0] + n_chunks[:-1], device=dev).cumsum(0)
+        group = (chunk_base[set_of] + chunk_of)[row]  # (k, S)
+        valid, right = tgt != 0, pred == tgt
+        G = sum(n_chunks)
+
+        def per(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+            return torch.zeros(k, n, device=dev, dtype=values.dtype).scatter_add_(1, index, values)
+
+        ce_sum, n_tgt = per(ce * valid, group, G), per(valid.double(), group, G).to(ce.dtype)
+        rows_per_group = torch.cat([torch.tensor([min(batch_size, m - j * batch_size) for j in range(c)]) for m, c in zip(sizes, n_chunks)]).to(dev)
+        wrong_rows = per(((~right) & g).long(), row, B) > 0  # (k, B): a trial with any wrong task token
+        tok_right, tok_n = per((right & g).double(), set_of[row], len(names)), per(g.double(), set_of[row], len(names))
+        out = []
+        for i in range(k):
+            rec = {}
+            for j, name in enumerate(names):
+                gs = slice(int(chunk_base[j]), int(chunk_base[j]) + n_chunks[j])
+                chunk_loss = ce_sum[i, gs] / n_tgt[i, gs]
+                rec[f"loss_{name}"] = float((chunk_loss.double() * rows_per_group[gs]).sum()) / sizes[j]
+                rec[f"token_acc_{name}"] = float(tok_right[i, j]) / max(float(tok_n[i, j]), 1.0)
+                ok = ~wrong_rows[i, int(first[j]):int(first[j]) + sizes[j]]
+                rec[f"trial_acc_{name}"] = int(ok.sum()) / sizes[j]
+            out.append(rec)
+        return out
 
 
 class _Packing:
@@ -229,11 +280,8 @@ def stacked_losses(net: StackedRNN, P: dict, tokens: list[torch.Tensor], feeds: 
     k, B = tok.shape[:2]
     pk = _Packing((tok[:, :, 1:] != 0).sum(2), L - 1)  # inputs 0..n-1 predict the n non-pad targets
     free = feeds[0] is not None
-    inp = tok
-    if free:
-        fd = torch.stack([F.pad(f, (0, L - f.shape[1])) for f in feeds])
-        inp = net.free_run(P, tok[:, :, :-1], fd[:, :, :-1], pk)
-    h = net.run(P, inp[:, :, :L - 1], pk)  # (k, S, H)
+    fd = torch.stack([F.pad(f, (0, L - f.shape[1])) for f in feeds]) if free else None
+    h = net.run(P, tok[:, :, :L - 1], pk, feed=fd[:, :, :L - 1] if free else None)  # (k, S, H)
     rows = [loss_rows(t, f) for t, f in zip(tok, fd if free else [None] * k)]
     N = max(len(r) for r in rows)
     feats = torch.stack([F.pad(h[i][pk.flat(i, r)], (0, 0, 0, N - len(r))) for i, r in enumerate(rows)])
@@ -302,11 +350,19 @@ def _train_group(cfg0: TrainConfig, runs: list[_Run], rngs: list[torch.Tensor], 
                     s = torch.tensor(stopped, device=dev)
                     for n, p in net.params.items():
                         p[s] = frozen[n][s]
+            metrics = [None] * len(active)
+            if runs[active[0]].evaluates_next():  # every active seed is at this step: evaluate them together
+                te = time.perf_counter()
+                metrics = net.evaluate(net.take(net.params, None if len(active) == len(runs) else idx),
+                                       [runs[i].evals for i in active])
+                te = time.perf_counter() - te
+                for i in active:  # evaluation time is not training time, as in a lone run
+                    t0[i] += te
             for j, i in enumerate(list(active)):
                 rngs[i] = new[j]
                 net.copy_to(i, runs[i].model)
                 done, t0[i] = runs[i].after_step(values[j], losses[i], t0[i], lambda i=i: _seed_opt_state(opt, i),
-                                                 lambda i=i: rngs[i])
+                                                 lambda i=i: rngs[i], metrics[j])
                 if done:
                     active.remove(i)
                     with torch.no_grad():

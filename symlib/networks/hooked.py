@@ -24,7 +24,7 @@ import contextlib
 import torch
 import torch.nn as nn
 
-from .models import SequenceModel
+from .models import SequenceModel, pack_rnn_state, unpack_rnn_state
 
 
 class HookedModel(SequenceModel):
@@ -101,18 +101,6 @@ class HookedModel(SequenceModel):
         return torch.stack([self._run(tokens[:, : t + 1])[:, -1] for t in range(tokens.shape[1])], 1)
 
     # ---- machinery -----------------------------------------------------------------
-    def _pack(self, hx) -> torch.Tensor:
-        if isinstance(hx, tuple):
-            h, c = hx
-            return torch.cat([h.transpose(0, 1).flatten(1), c.transpose(0, 1).flatten(1)], 1)
-        return hx.transpose(0, 1).flatten(1)
-
-    def _unpack(self, s, like):
-        if isinstance(like, tuple):
-            h, c = s.split(s.shape[1] // 2, 1)
-            return tuple(x.reshape(x.shape[0], like[0].shape[0], -1).transpose(0, 1).contiguous() for x in (h, c))
-        return s.reshape(s.shape[0], like.shape[0], -1).transpose(0, 1).contiguous()
-
     @contextlib.contextmanager
     def patched(self, capture: list | None = None, replace=None, length: int | None = None, prefix: bool = True):
         """While the block runs, the wrapped module's site records its states into ``capture`` (a list) and,
@@ -215,8 +203,9 @@ class HookedModel(SequenceModel):
                 pos, h = replace
                 rows = (pos == t)
                 if bool(rows.any()):
-                    new = self._unpack(h.to(o.dtype), hx)
-                    if isinstance(hx, tuple):
+                    lstm = isinstance(hx, tuple)
+                    new = unpack_rnn_state(h.to(o.dtype), (hx[0] if lstm else hx).shape[0], lstm)
+                    if lstm:
                         hx = tuple(torch.where(rows[None, :, None], n, old) for n, old in zip(new, hx))
                         top = hx[0][-1]
                     else:
@@ -226,7 +215,7 @@ class HookedModel(SequenceModel):
                     o = torch.where(rmask, top.unsqueeze(td), o)
             outs.append(o)
             if capture is not None:
-                states.append(self._pack(hx))
+                states.append(pack_rnn_state(hx))
         if capture is not None:
             capture.append(torch.stack(states, 1))
         return torch.cat(outs, td), hx

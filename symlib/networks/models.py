@@ -181,6 +181,23 @@ class SequenceModel(nn.Module):
         return next(self.parameters()).device
 
 
+def pack_rnn_state(hx) -> torch.Tensor:
+    """A torch RNN's ``hx`` ((layers, B, H), or the pair (h, c) of an LSTM) as one flat state
+    (B, layers * H), an LSTM's as [h; c]: the book's ``state`` site, for its networks and for
+    wrapped ones alike."""
+    if isinstance(hx, tuple):
+        h, c = hx
+        return torch.cat([h.transpose(0, 1).flatten(1), c.transpose(0, 1).flatten(1)], 1)
+    return hx.transpose(0, 1).flatten(1)
+
+
+def unpack_rnn_state(s: torch.Tensor, layers: int, lstm: bool):
+    """The inverse of ``pack_rnn_state``: a flat state (B, width) as the torch RNN's ``hx``."""
+    parts = s.split(s.shape[1] // 2, 1) if lstm else (s,)
+    out = tuple(x.reshape(x.shape[0], layers, -1).transpose(0, 1).contiguous() for x in parts)
+    return out if lstm else out[0]
+
+
 class RecurrentModel(SequenceModel):
     """Embedding -> one-layer GRU or LSTM -> Linear(d, 4d) -> GELU -> Dropout -> Linear(4d, vocab)."""
 
@@ -208,18 +225,11 @@ class RecurrentModel(SequenceModel):
     def pack_state(self, hx) -> torch.Tensor:
         """The torch RNN's hidden state ``hx`` ((layers, B, H), or the pair (h, c) for an LSTM) as the book's
         flat state (B, layers * H), an LSTM's as [h; c]: what the site ``state`` holds."""
-        if self.is_lstm:
-            h, c = hx
-            return torch.cat([h.transpose(0, 1).flatten(1), c.transpose(0, 1).flatten(1)], 1)
-        return hx.transpose(0, 1).flatten(1)
+        return pack_rnn_state(hx)
 
     def unpack_state(self, s: torch.Tensor):
         """The inverse of ``pack_state``: a flat state (B, width) as the torch RNN's ``hx``."""
-        B, nl, H = s.shape[0], self.config.n_layers, self.hidden
-        if self.is_lstm:
-            h, c = s[:, : nl * H], s[:, nl * H:]
-            return (h.reshape(B, nl, H).transpose(0, 1).contiguous(), c.reshape(B, nl, H).transpose(0, 1).contiguous())
-        return s.reshape(B, nl, H).transpose(0, 1).contiguous()
+        return unpack_rnn_state(s, self.config.n_layers, self.is_lstm)
 
     def _top_h(self, s: torch.Tensor) -> torch.Tensor:
         """The last layer's h inside a packed state: what the read-out sees."""

@@ -444,14 +444,15 @@ class _Run:
             atomic_torch_save({**self._header(), "step": rec["step"], "state_dict": self.model.state_dict()},
                               self.run_dir / "best.pt")
 
-    def record(self, train_loss: float) -> dict:
-        """Evaluate, decide on stopping, keep the record (and the best weights); returns it."""
+    def record(self, train_loss: float, metrics: dict | None = None) -> dict:
+        """Evaluate, decide on stopping, keep the record (and the best weights); returns it.
+        ``metrics``: the evaluation already done (``batched`` evaluates all its seeds at once)."""
         cfg, step = self.cfg, self.step
         rec = {"step": step, "epoch": step * cfg.batch_size / cfg.n_train_trials, "seconds": round(self.secs, 3),
                "lr": lr_at(step, cfg), "train_loss": train_loss}
-        for name, trials in self.evals.items():
-            for k, v in evaluate(self.model, trials).items():
-                rec[f"{k}_{name}"] = v
+        if metrics is None:
+            metrics = {f"{k}_{name}": v for name, trials in self.evals.items() for k, v in evaluate(self.model, trials).items()}
+        rec.update(metrics)
         if step > 0 or self.history:
             self.streak = self.streak + 1 if rec["trial_acc_train"] >= cfg.solve_threshold else 0
             if cfg.patience and self.streak >= cfg.patience:
@@ -469,16 +470,22 @@ class _Run:
             if is_checkpoint_step(0):
                 self.save_checkpoint()
 
-    def after_step(self, loss_value: float, losses: list, t0: float, opt_state_fn, rng_fn) -> tuple[bool, float]:
-        """Bookkeeping after one optimiser step: evaluate on schedule, save on schedule.
-        Returns (finished, new t0)."""
+    def evaluates_next(self) -> bool:
+        """Whether the coming ``after_step`` evaluates."""
+        step = self.step + 1
+        return step % self.cfg.eval_every == 0 or step == self.cfg.max_steps
+
+    def after_step(self, loss_value: float, losses: list, t0: float, opt_state_fn, rng_fn,
+                   metrics: dict | None = None) -> tuple[bool, float]:
+        """Bookkeeping after one optimiser step: evaluate on schedule (``metrics``, if given, is
+        that evaluation, done elsewhere), save on schedule. Returns (finished, new t0)."""
         cfg = self.cfg
         self.step += 1
         losses.append(loss_value)
         finished = False
         if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
             self.secs += time.perf_counter() - t0
-            rec = self.record(sum(losses) / len(losses))
+            rec = self.record(sum(losses) / len(losses), metrics)
             losses.clear()
             finished = "stopped_because" in rec
             t0 = time.perf_counter()
