@@ -249,7 +249,8 @@ for a in archs:
     net = model if a == arch else symlib.load_or_train(TASK, a, SEED, device=DEVICE, **train_kw).model
     for kind in [k for k in symlib.ALIGNMENT_NAMES if k != "affine"]:
         res = main if (a == arch and kind == ALIGNMENT) else run_das_with_controls(
-            net, task, replace(das_cfg, alignment=kind, max_steps=budget(kind, illustration=True)), store=store, progress=False)
+            net, task, replace(das_cfg, alignment=kind, max_steps=budget(kind, illustration=True)), store=store, progress=False,
+            token_iia=False, full_controls=())  # illustrations: IIA on pairs, without the free-running token IIA
         r = res.metrics
         table.append({"arch": a, "alignment": kind, "iia_test": r["iia_test"], "iia_changed_test": r["iia_changed_test"],
                       "iia_changed_test_heldout": r.get("iia_changed_test_heldout"), "n_units": r["n_units"],

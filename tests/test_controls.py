@@ -229,6 +229,11 @@ def test_iia_changed_main_is_the_control_on_the_main_changed_pairs(tmp_path):
     for key in ("test", "main"):
         assert res.metrics[f"control_max_changed_{key}"] == max(ctl[c][f"iia_changed_{key}"]
                                                               for c in ("initial", "wrong_labels", "wrong_program"))
+    assert res.metrics["iia_token_test"] is not None
+    # an illustration without the free-running token IIA: the same search and controls, found in the store
+    lean = controls.run_das_with_controls(model, MULTI, cfg, progress=False, store=store, token_iia=False, full_controls=())
+    assert lean.metrics["iia_changed_test"] == res.metrics["iia_changed_test"]
+    assert lean.metrics["controls"]["wrong_program"]["iia_changed_test"] == ctl["wrong_program"]["iia_changed_test"]
 
 
 def test_iia_changed_main_on_other_pairs_measures_on_the_main_trials():

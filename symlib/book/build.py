@@ -63,14 +63,14 @@ CHAPTERS: tuple[Chapter, ...] = (
     Chapter("02_train_models_transformer", "02_train_models", {"ARCH": "transformer"}, alone=True),  # the book's cap: 1000 steps
     # the analyses, longest first: 03 and 06 start side by side, the shorter ones fill in around them. A reader's
     # size: the searches a chapter reports as findings run to convergence; its illustrations run at a smaller,
-    # stated cap (ILLUSTRATION_STEPS, MAX_STEPS of chapter 04), and chapters 05 and 06 take the book's seed-0
-    # networks and show their full runs at convergence (results/) beside their own
-    Chapter("03_das_alignment", "03_das_alignment", {"ILLUSTRATION_STEPS": 400}, needs=("02_train_models_gru",)),
+    # stated cap (ILLUSTRATION_STEPS, MAX_STEPS of chapter 04, SWEEP_STEPS of chapter 06), and chapters 05 and 06
+    # take the book's seed-0 networks and show their full runs at convergence (results/) beside their own
+    Chapter("03_das_alignment", "03_das_alignment", {"ILLUSTRATION_STEPS": 300}, needs=("02_train_models_gru",)),
     Chapter("06_model_alignment_search", "06_model_alignment_search",
-            {"NETWORKS": "gru:0,lstm:0,transformer:0", "UNITS": "1,16", "CROSS_TASK": ""},
+            {"NETWORKS": "gru:0,lstm:0,transformer:0", "UNITS": "1,16", "CROSS_TASK": "", "SWEEP_STEPS": 150},
             needs=("02_train_models_gru", "02_train_models_lstm", "02_train_models_transformer")),
     Chapter("07_your_own_model", "07_your_own_model", needs=("02_train_models_gru",)),
-    Chapter("04_compare_programs", "04_compare_programs", {"MAX_STEPS": 400},
+    Chapter("04_compare_programs", "04_compare_programs", {"MAX_STEPS": 300},
             needs=("02_train_models_gru", "02_train_models_transformer")),
     Chapter("01_tasks_and_programs", "01_tasks_and_programs"),
     Chapter("08_explorer", "08_explorer", needs=("03_das_alignment",)),
