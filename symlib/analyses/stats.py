@@ -16,10 +16,15 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _stats
 
-# scipy 1.15 renamed bootstrap's ``random_state`` to ``rng``; pyproject allows scipy >= 1.10.
-_RNG_KW = "rng" if "rng" in inspect.signature(_stats.bootstrap).parameters else "random_state"
+
+def _bootstrap():
+    """scipy's bootstrap and the name of its random-generator argument (scipy 1.15 renamed
+    ``random_state`` to ``rng``; pyproject allows scipy >= 1.10). Imported on first use:
+    scipy.stats costs about a second, a third of ``import symlib``."""
+    from scipy import stats
+    kw = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+    return stats.bootstrap, kw
 
 
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 0) -> dict:
@@ -54,9 +59,10 @@ def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95, n_re
     if np.all(x == x[0]):
         # every resample has this mean; scipy would warn and return NaN
         return {"mean": mean, "lo": mean, "hi": mean, "n": n}
-    res = _stats.bootstrap(
+    bootstrap, rng_kw = _bootstrap()
+    res = bootstrap(
         (x,), np.mean, n_resamples=int(n_resamples), vectorized=True, axis=-1,
-        confidence_level=confidence, method="percentile", **{_RNG_KW: np.random.default_rng(seed)},
+        confidence_level=confidence, method="percentile", **{rng_kw: np.random.default_rng(seed)},
     )
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     # a resampled mean can differ from the sample mean in its last bit: keep lo <= mean <= hi
