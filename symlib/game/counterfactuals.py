@@ -134,8 +134,26 @@ def _apply_relabel(perm: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.where(inside, perm[v.clamp(0, len(perm) - 1)], v)
 
 
+class PairRows:
+    """What sets of pairs share: a dataclass of (N, ...) tensors, one row per pair, and a
+    ``value_variable`` name. ``len`` counts the rows; ``rows(idx)`` takes some of them (a slice,
+    an index tensor or a bool mask), every tensor alike, padding columns kept."""
+
+    value_variable: str
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def _tensors(self) -> dict:
+        """Return the tensor fields by name (every field but ``value_variable``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "value_variable"}
+
+    def rows(self, idx):
+        return type(self)(**{k: v[idx] for k, v in self._tensors().items()}, value_variable=self.value_variable)
+
+
 @dataclass
-class CounterfactualPairs:
+class CounterfactualPairs(PairRows):
     """A set of counterfactual pairs.
 
     tokens: (N, L) counterfactual sequences; their prefix up to ``pos`` is the target trial.
@@ -168,15 +186,9 @@ class CounterfactualPairs:
     changed: torch.Tensor
     value_variable: str = "count"
 
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
-    def _tensors(self) -> dict:
-        """Return the tensor fields by name (every field but ``value_variable``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "value_variable"}
-
     def __getitem__(self, idx) -> "CounterfactualPairs":
-        out = CounterfactualPairs(**{k: v[idx] for k, v in self._tensors().items()}, value_variable=self.value_variable)
+        """The pairs ``idx``, without the columns that are padding in all of them."""
+        out = self.rows(idx)
         L, Ls = used_length(out.tokens), used_length(out.src_tokens)
         out.tokens, out.task_mask, out.src_tokens = out.tokens[:, :L], out.task_mask[:, :L], out.src_tokens[:, :Ls]
         return out

@@ -38,12 +38,12 @@ counts, task, program and number of blocks give the same pairs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from ..game.counterfactuals import pairs_from_trials, value_variable, variable_blocks
+from ..game.counterfactuals import PairRows, pairs_from_trials, value_variable, variable_blocks
 from ..game.programs import Program, State, counterfactual, intervention_positions, make_program, state_at
 from ..game.tasks import Task, Trials, resolve_counts, used_length
 from ..networks.hooked import HookedModel
@@ -59,7 +59,7 @@ SUPPORTED = ("GRU and LSTM networks (sites 'state' and 'embed'), Transformers (s
 
 
 @dataclass
-class DoublePairs:
+class DoublePairs(PairRows):
     """Double-intervention pairs: a target, two sources, and the program's double counterfactual.
 
     tokens: (N, L) the double counterfactual; up to ``pos1`` it is the target, up to ``pos2``
@@ -110,13 +110,9 @@ class DoublePairs:
     changed_second: torch.Tensor
     value_variable: str = "count"
 
-    def __len__(self) -> int:
-        return self.tokens.shape[0]
-
     def __getitem__(self, idx) -> "DoublePairs":
         """The pairs ``idx`` (a slice, index tensor or bool mask); padding columns are kept."""
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "value_variable"}
-        return DoublePairs(**{k: v[idx] for k, v in d.items()}, value_variable=self.value_variable)
+        return self.rows(idx)
 
 
 def _pad_to(x: torch.Tensor, L: int) -> torch.Tensor:
