@@ -440,6 +440,12 @@ def test_subspace_sweep_same_budget(gru):
     out = symlib.subspace_sweep(gru, MULTI, DASConfig(**{**SMALL, "max_steps": 4}), [1, 2, 32], progress=False)
     assert list(out) == [1, 2]
     assert all(r.metrics["steps"] == 4 and r.config.n_units == k for k, r in out.items())
+    # given pairs: every size is searched on them (as run_das on the same pairs would)
+    pairs = symlib.make_pairs(MULTI, "up_down", "count", n=64, seed=9)
+    given = symlib.subspace_sweep(gru, MULTI, DASConfig(**{**SMALL, "max_steps": 4}), [1, 2], progress=False, pairs=splits_of(pairs))
+    one = symlib.run_das(gru, MULTI, DASConfig(**{**SMALL, "max_steps": 4, "n_units": 2}), pairs=splits_of(pairs), progress=False)
+    assert given[2].metrics["n_test"] == one.metrics["n_test"] == 64
+    assert given[2].metrics["iia_test"] == pytest.approx(one.metrics["iia_test"], abs=1e-6)
 
 
 # ---- 7. saving ---------------------------------------------------------------------

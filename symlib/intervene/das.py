@@ -322,17 +322,19 @@ def run_das(
 
 
 def subspace_sweep(model: SequenceModel, task: Task, cfg: DASConfig, sizes: Sequence[int], progress: bool = True,
-                   store=None, **overrides) -> dict[int, DASResult]:
+                   store=None, pairs: dict[str, CounterfactualPairs] | None = None, **overrides) -> dict[int, DASResult]:
     """Search every subspace size in ``sizes`` in one batched pass, each under ``cfg``'s stopping
     rule (to convergence, or to the cap: each result says which in ``metrics["converged"]``).
 
     A boundless config is searched as orthogonal at each size. Sizes wider than the state are dropped.
+    ``pairs``, ``store``: as in ``run_das`` (given pairs are used by every size; the store is then
+    not consulted, as its key names the pairs by their settings).
     """
     base = replace(cfg, **overrides) if overrides else cfg
     d = state_width(model, base.site)
     sizes = [int(k) for k in sizes if int(k) * base.n_blocks() <= d]
     cfgs = [replace(base, alignment="orthogonal" if base.alignment == "boundless" else base.alignment, n_units=k) for k in sizes]
-    return dict(zip(sizes, run_das_batch(model, task, cfgs, progress=progress, store=store, token_iia=False)))
+    return dict(zip(sizes, run_das_batch(model, task, cfgs, pairs, progress=progress, store=store, token_iia=False)))
 
 
 def save_alignment(path: str | Path, result: DASResult) -> None:
