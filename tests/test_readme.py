@@ -81,3 +81,23 @@ def test_chapter_prose_types_no_result():
             if extra:
                 found.setdefault(nb.name, set()).update(extra)
     assert not found, f"numbers typed into chapter prose: {found}"
+
+
+def test_the_rule_constants_in_chapter_prose_are_the_librarys():
+    """The decimals chapter prose may quote are the recipe's own constants, not results; each is held
+    here to the value the code uses, so a change of recipe fails this test instead of leaving prose stale."""
+    import symlib
+    from symlib.analyses import compare
+    from symlib.intervene import search
+    cfg, tf = symlib.TrainConfig(), symlib.TrainConfig(arch="transformer")
+    held = {
+        "0.99": cfg.solve_threshold,                      # 00, 02: solved
+        "0.5": cfg.dropout,                               # 00: dropout; 04: partly / margin
+        "0.2": tf.unk_p,                                  # 01: void tokens for Transformers
+        "0.005": search.BUDGETS["finding"]["plateau_tol"],  # 03, 05, 06: the plateau rule
+        "0.995": symlib.DASConfig().target_iia,           # 03, 05: converged at this validation IIA
+        "0.9": compare.ALIGNED_IIA,                       # 04: aligns
+    }
+    assert set(held) == RULE_CONSTANTS
+    assert all(float(k) == v for k, v in held.items()), held
+    assert compare.PARTLY_IIA == compare.ALIGNED_MARGIN == 0.5
