@@ -351,7 +351,7 @@ def _train_group(cfg0: TrainConfig, runs: list[_Run], rngs: list[torch.Tensor], 
                     for n, p in net.params.items():
                         p[s] = frozen[n][s]
             metrics = [None] * len(active)
-            if runs[active[0]].evaluates_next():  # every active seed is at this step: evaluate them together
+            if runs[active[0]].evaluates_at(runs[active[0]].step + 1):  # every active seed is at this step: evaluate them together
                 te = time.perf_counter()
                 metrics = net.evaluate(net.take(net.params, None if len(active) == len(runs) else idx),
                                        [runs[i].evals for i in active])

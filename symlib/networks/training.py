@@ -470,9 +470,8 @@ class _Run:
             if is_checkpoint_step(0):
                 self.save_checkpoint()
 
-    def evaluates_next(self) -> bool:
-        """Whether the coming ``after_step`` evaluates."""
-        step = self.step + 1
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the run evaluates after optimiser step ``step`` (``evaluates_at(self.step + 1)``: the coming one)."""
         return step % self.cfg.eval_every == 0 or step == self.cfg.max_steps
 
     def after_step(self, loss_value: float, losses: list, t0: float, opt_state_fn, rng_fn,
@@ -483,7 +482,7 @@ class _Run:
         self.step += 1
         losses.append(loss_value)
         finished = False
-        if self.step % cfg.eval_every == 0 or self.step == cfg.max_steps:
+        if self.evaluates_at(self.step):
             self.secs += time.perf_counter() - t0
             rec = self.record(sum(losses) / len(losses), metrics)
             losses.clear()
