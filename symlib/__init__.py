@@ -39,6 +39,7 @@ from .intervene.controls import CONTROL_NAMES, run_das_with_controls
 from .intervene.das import DASConfig, DASResult, load_alignment, run_das, run_das_batch, save_alignment, subspace_sweep
 from .intervene.iia import evaluate_alignment, iia_table, network_rollout
 from .intervene.mas import MASConfig, MASNetwork, MASResult, run_mas, run_stitching
+from .intervene.search import SearchResult
 from .intervene.store import ResultsStore
 # analyses
 from .analyses import params

@@ -285,3 +285,52 @@ def test_normalised_searches_are_cached_with_their_statistics(tmp_path):
     das = symlib.run_das(b, MULTI, normalise=True, progress=False, store=st, **kw)
     das2 = symlib.run_das(b, MULTI, normalise=True, progress=False, store=st, **kw)
     assert das2.metrics.get("cached") is True and torch.equal(das2.alignment.std, das.alignment.std)
+
+
+def test_mas_starts_from_given_alignments(tmp_path):
+    """``init`` warm-starts MAS: from a solved search's alignments (or a DAS alignment of one network) the
+    untrained control, which is then the starting alignments, already swaps the count; a cold start's does
+    not. The start is part of the store's key, and a name that is not a network is refused before any work."""
+    a, b, _, _ = counters()
+    nets = [("A", a, MULTI), ("B", b, MULTI)]
+    st = symlib.ResultsStore(tmp_path)
+    solved = mas.run_mas(nets, progress=False, store=st, **FAST)
+    assert np.nanmin(solved.matrix()) >= 0.95
+    cold = mas.run_mas(nets, progress=False, store=st, **{**FAST, "max_steps": 10, "eval_every": 10})
+    warm = mas.run_mas(nets, progress=False, store=st, init=solved.alignments, **{**FAST, "max_steps": 10, "eval_every": 10})
+    assert not warm.metrics.get("cached")  # same config as ``cold``: the start tells them apart
+    assert np.nanmax(cold.matrix("initial_iia_changed_test")) < 0.6
+    assert np.nanmin(warm.matrix("initial_iia_changed_test")) >= 0.95
+    das = symlib.run_das(a, MULTI, progress=False, **FAST)
+    one = mas.run_mas(nets, progress=False, directions="self", init={"A": das.alignment}, **{**FAST, "max_steps": 10, "eval_every": 10})
+    t = one.table.set_index(["source", "target"])
+    assert t.loc[("A", "A"), "initial_iia_changed_test"] >= 0.95 > t.loc[("B", "B"), "initial_iia_changed_test"]
+    with pytest.raises(ValueError, match="'Z', not a network"):
+        mas.run_mas(nets, progress=False, store=st, init={"Z": das.alignment}, **FAST)
+    with pytest.raises(ValueError, match="start network 'A'"):
+        mas.run_mas(nets, progress=False, init={"A": solved.alignments["A"]}, **{**FAST, "n_units": 2})
+
+
+def test_every_search_result_reads_the_same_way():
+    """DAS, MAS and stitching results share one shape: ``converged``, ``steps``, ``maps``, ``curve()`` and
+    ``to_frame()`` with the same first columns, so results of different recipes concatenate into one table."""
+    import pandas as pd
+    from symlib.intervene.search import SearchResult
+    a, b, _, _ = counters()
+    nets = [("A", a, MULTI), ("B", b, MULTI)]
+    kw = {**FAST, "max_steps": 20, "eval_every": 10}
+    das = symlib.run_das(a, MULTI, progress=False, **kw)
+    res = mas.run_mas(nets, progress=False, directions="self", **kw)
+    sti = mas.run_stitching(nets, progress=False, directions=[("A", "B")], **kw)
+    for r in (das, res, sti):
+        assert isinstance(r, SearchResult)
+        assert r.converged is r.metrics["converged"] and r.steps == r.metrics["steps"] == 20
+        assert list(r.curve()["step"]) == [h["step"] for h in r.history] == [10, 20]
+    assert set(das.maps) == {"alignment"} and set(res.maps) == {"A", "B"} and set(sti.maps) == {"A>B"}
+    table = pd.concat([das.to_frame("A"), res.to_frame(), sti.to_frame()], ignore_index=True)
+    assert list(table.columns[:10]) == list(SearchResult.FRAME_COLUMNS)
+    assert len(table) == 1 + 4 + 1
+    assert table.loc[0, ["source", "target"]].tolist() == ["A", "A"]
+    assert table.loc[0, "iia_changed_test"] == das.metrics["iia_changed_test"]
+    assert table.loc[5, "alignment"] == "stitching" and table.loc[1, "alignment"] == "orthogonal"
+    assert table.loc[1:4, "iia_changed_test"].tolist() == res.table["iia_changed_test"].tolist()

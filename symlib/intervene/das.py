@@ -73,8 +73,9 @@ class DASConfig(search.SearchConfig):
 
 
 @dataclass
-class DASResult:
-    """What a search returns: the chosen alignment, its config, metrics and history.
+class DASResult(search.SearchResult):
+    """What a search returns: the chosen alignment, its config, metrics and history (the
+    fields every search result has: ``search.SearchResult``).
 
     metrics: ``iia_test``, ``iia_changed_test``, ``iia_token_test`` (and ``_val``,
     ``_test_heldout``), ``steps``, ``best_step``, ``seconds``, ``stopped_because``,
@@ -91,6 +92,16 @@ class DASResult:
     metrics: dict
     history: list = field(default_factory=list)
     rows: dict = field(default_factory=dict)
+
+    @property
+    def maps(self) -> dict:
+        return {"alignment": self.alignment}
+
+    def _frame_rows(self) -> list[dict]:
+        m = self.metrics
+        row = {k: v for k, v in m.items() if k.endswith(("_test", "_val", "_test_heldout")) and not isinstance(v, (list, dict))}
+        row.update({"n_units": m.get("n_units", self.config.n_units), "site": self.config.site})
+        return [row]
 
 
 def state_width(model: SequenceModel, site: str | None) -> int:

@@ -102,8 +102,8 @@ class MASConfig(search.SearchConfig):
 
 
 @dataclass
-class MASResult:
-    """What a MAS search returns.
+class MASResult(search.SearchResult):
+    """What a MAS search returns (the fields every search result has: ``search.SearchResult``).
 
     names: the networks in order; alignments: name -> alignment; table: one row per
     (source, target) direction with ``iia_test``, ``iia_changed_test``, ``iia_val``,
@@ -120,6 +120,17 @@ class MASResult:
     table: pd.DataFrame
     metrics: dict
     history: list = field(default_factory=list)
+    kind: str = "mas"  # or "stitching" (``run_stitching``: affine maps of whole states, keyed "source>target")
+
+    @property
+    def maps(self) -> dict:
+        return self.alignments
+
+    def _what(self) -> dict:
+        return {"alignment": "stitching", "n_units": None} if self.kind == "stitching" else {}
+
+    def _frame_rows(self) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "converged"} for r in self.table.to_dict("records")]
 
     def matrix(self, column: str = "iia_changed_test") -> np.ndarray:
         """``column`` as a (source x target) matrix in the order of ``names`` (NaN where not measured)."""
@@ -361,17 +372,42 @@ def _cache_get(store, key: str, make_map) -> MASResult | None:
         maps[k].eval()
     c = meta["config"]
     cfg = MASConfig(**{**c, "directions": c["directions"] if isinstance(c["directions"], str) else [tuple(x) for x in c["directions"]]})
-    return MASResult(meta["names"], maps, cfg, pd.DataFrame(meta["table"], columns=meta["columns"]), dict(meta["metrics"], cached=True), meta["history"])
+    return MASResult(meta["names"], maps, cfg, pd.DataFrame(meta["table"], columns=meta["columns"]), dict(meta["metrics"], cached=True),
+                     meta["history"], meta.get("kind", "mas"))
 
 
 def _cache_put(store, key: str, res: MASResult) -> None:
     record = {"names": res.names, "config": asdict(res.config), "table": res.table.to_dict("records"),
-              "columns": list(res.table.columns), "metrics": res.metrics, "history": res.history}
+              "columns": list(res.table.columns), "metrics": res.metrics, "history": res.history, "kind": res.kind}
     store.save_entry(key, record, {k: m.state_dict() for k, m in res.alignments.items()}, kind="mas")
 
 
+def _check_init(init, names: Sequence[str]) -> dict:
+    """``init`` as {network name: CPU state dict}; names that are not networks raise."""
+    if init is None:
+        return {}
+    if not isinstance(init, dict):
+        raise ValueError(f"init must be a dict {{network name: alignment or state dict}}, got {type(init).__name__}")
+    unknown = [k for k in init if k not in names]
+    if unknown:
+        raise ValueError(f"init names {', '.join(map(repr, unknown))}, not a network of this search; "
+                         f"the networks are {', '.join(map(repr, names))}")
+    from .das import _init_state
+    return {k: _init_state(v) for k, v in init.items() if v is not None}
+
+
+def _load_init(m: nn.Module, sd: dict, name: str) -> None:
+    """Load a starting alignment into network ``name``'s map: a MAS alignment of the same kind, or,
+    into a normalised map, the bare alignment inside it (its statistics stay this network's)."""
+    target = m.inner if isinstance(m, NormalisedAlignment) and not any(k in ("mean", "std") for k in sd) else m
+    try:
+        target.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ValueError(f"the alignment to start network {name!r} from does not fit this search: {e}") from None
+
+
 def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evaluate_all: bool = True,
-            controls: bool = True, store=None, **overrides) -> MASResult:
+            controls: bool = True, store=None, init: dict | None = None, **overrides) -> MASResult:
     """Search one alignment per network, jointly, over ``cfg``'s directions.
 
     networks: ``MASNetwork`` objects, (name, model, task[, site]) tuples or a dict
@@ -381,13 +417,16 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
     ``controls``: MAS's one control, ``initial`` (True or "initial"; False or None: none), as
     controls are named everywhere in symlib: the untrained alignments measured on the same pairs
     (``initial_iia_*``). ``store``: a results store (True: the default one) where searches
-    are cached under the networks' weights and the config. Keywords override fields of ``cfg``.
+    are cached under the networks' weights and the config. ``init``: {network name: alignment
+    or state dict} to start those networks' alignments from (a warm start, as ``run_das``'s;
+    the ``initial`` control is then the starting alignments). Keywords override fields of ``cfg``.
     """
     controls = bool(choose_names(controls, ("initial",), "MAS control"))
     from .store import resolve_store
     cfg = MASConfig(**{**(asdict(cfg) if cfg else {}), **overrides})
     nets = as_networks(networks)
     beh, cl = check_mas(nets, cfg)
+    init = _check_init(init, [n.name for n in nets])
     if cfg.relabel and (cl or cfg.cl_eps > 0):
         raise ValueError("the wrong-label control (relabel=True) trains on behaviour only; set cl_eps=0 and no cl_directions")
     store = resolve_store(store)
@@ -401,7 +440,9 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
         return NormalisedAlignment(a, *natural_statistics(n.model, n.task, n.site)) if stats else NormalisedAlignment(a)
     key = None
     if store is not None:
-        key = _cache_key("mas", nets, cfg, evaluate_all=evaluate_all, controls=controls)
+        from .store import tensors_fingerprint
+        key = _cache_key("mas", nets, cfg, evaluate_all=evaluate_all, controls=controls,
+                         **({"init": {k: tensors_fingerprint(v) for k, v in sorted(init.items())}} if init else {}))
         by_name = {n.name: n for n in nets}
         hit = _cache_get(store, key, lambda k, sd: new_map(by_name[k], stats=False))
         if hit is not None:
@@ -409,7 +450,10 @@ def run_mas(networks, cfg: MASConfig | None = None, progress: bool = True, evalu
     t_start = time.perf_counter()
     by, names, measured, psets = _setup(nets, cfg, beh, cl, evaluate_all)
     dev = nets[0].model.device
-    maps = {n.name: new_map(n).to(dev) for n in nets}
+    maps = {n.name: new_map(n) for n in nets}
+    for k, sd in init.items():
+        _load_init(maps[k], sd, k)
+    maps = {k: m.to(dev) for k, m in maps.items()}
     initial = {k: copy.deepcopy(m) for k, m in maps.items()} if controls else None
     dirs = _directions(by, maps, psets, cfg.seed)
     if cl or cfg.cl_eps > 0:
@@ -503,7 +547,7 @@ def run_stitching(networks, cfg: MASConfig | None = None, progress: bool = True,
     metrics = {"steps": steps, "best_step": best_step, "seconds": round(seconds, 3), "stopped_because": stopped,
                "converged": srch.converged,
                "total_seconds": round(time.perf_counter() - t_start, 3), "directions": [list(d) for d in beh]}
-    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, srch.history)
+    res = MASResult(names, maps, cfg, pd.DataFrame(rows), metrics, srch.history, kind="stitching")
     if key is not None:
         _cache_put(store, key, res)
     return res

@@ -214,6 +214,68 @@ class Direction:
                 m.train(w)
 
 
+class SearchResult:
+    """What every search returns, whatever it searched (``das.DASResult``, ``mas.MASResult``, the
+    stitching baseline's ``MASResult``):
+
+    - ``config``: the search's config (a ``SearchConfig``);
+    - ``metrics``: one flat dict: numbers measured on a split are named ``<what>_<split>``
+      (``iia_changed_test``, ``iia_val``, ...), beside ``steps``, ``best_step``, ``seconds``,
+      ``stopped_because`` and ``converged``;
+    - ``history``: the validation curve, one dict per evaluation (``step``, ``val_iia``, ...);
+    - ``maps``: the learned maps by name (DAS: ``{"alignment": ...}``; MAS: one alignment per
+      network; stitching: one map per ``"source>target"``);
+    - ``to_frame()``: its test numbers as a DataFrame, one row per direction measured (DAS: one
+      row, the network into itself, named by ``to_frame(name)``), with the search's ``steps`` and ``converged`` on every row,
+      so results of different recipes concatenate into one table.
+    """
+
+    #: the columns ``to_frame`` puts first, for every kind of result
+    FRAME_COLUMNS: ClassVar[tuple] = ("source", "target", "program", "variable", "alignment", "n_units",
+                                      "iia_test", "iia_changed_test", "steps", "converged")
+
+    @property
+    def converged(self) -> bool | None:
+        """True: stopped by the convergence rule; False: by the cap or the loss rule; None: not trained."""
+        return self.metrics.get("converged")
+
+    @property
+    def stopped_because(self) -> str | None:
+        return self.metrics.get("stopped_because")
+
+    @property
+    def steps(self) -> int:
+        return self.metrics.get("steps", 0)
+
+    @property
+    def maps(self) -> dict:
+        raise NotImplementedError
+
+    def curve(self):
+        """The validation curve as a DataFrame (one row per evaluation)."""
+        import pandas as pd
+        return pd.DataFrame(self.history)
+
+    def _frame_rows(self) -> list[dict]:
+        raise NotImplementedError
+
+    def _what(self) -> dict:
+        """Overrides of the config's description on every row (stitching: no alignment function)."""
+        return {}
+
+    def to_frame(self, name: str | None = None):
+        """Test numbers, one row per measured direction, the columns of ``FRAME_COLUMNS`` first.
+        ``name``: the network's name in ``source`` and ``target`` where the result has one network (DAS)."""
+        import pandas as pd
+        c = self.config
+        what = {"source": name, "target": name, "program": c.program, "variable": c.variable, "alignment": c.alignment,
+                "n_units": c.n_units, **self._what()}
+        rows = [{**what, **r, "steps": self.steps, "converged": self.converged} for r in self._frame_rows()]
+        df = pd.DataFrame(rows)
+        first = [c for c in self.FRAME_COLUMNS if c in df.columns]
+        return df[first + [c for c in df.columns if c not in first]]
+
+
 class Search:
     """Maps that learn and stop together, the directions that train them, and their record.
 
