@@ -351,7 +351,8 @@ def _train_group(cfg0: TrainConfig, runs: list[_Run], rngs: list[torch.Tensor], 
                     for n, p in net.params.items():
                         p[s] = frozen[n][s]
             metrics = [None] * len(active)
-            if runs[active[0]].evaluates_at(runs[active[0]].step + 1):  # every active seed is at this step: evaluate them together
+            evaluated = runs[active[0]].evaluates_at(runs[active[0]].step + 1)
+            if evaluated:  # every active seed is at this step: evaluate them together
                 te = time.perf_counter()
                 metrics = net.evaluate(net.take(net.params, None if len(active) == len(runs) else idx),
                                        [runs[i].evals for i in active])
@@ -370,7 +371,7 @@ def _train_group(cfg0: TrainConfig, runs: list[_Run], rngs: list[torch.Tensor], 
                             frozen[n][i] = p[i]
             if bar is not None:
                 bar.update(1)
-                if (step + 1) % cfg0.eval_every == 0:
+                if evaluated:
                     bar.set_postfix(solving=len(active), acc=" ".join(f"{r.history[-1]['trial_acc_train']:.2f}" for r in runs))
     except KeyboardInterrupt:
         for i in active:

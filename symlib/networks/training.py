@@ -559,7 +559,7 @@ def train(
             done, t0 = run.after_step(loss.item(), losses, t0, opt.state_dict, torch.get_rng_state)
             if bar is not None:
                 bar.update(1)
-                if run.step % cfg.eval_every == 0:
+                if run.history and run.history[-1]["step"] == run.step:  # it has just evaluated
                     h = run.history[-1]
                     bar.set_postfix(train=f"{h['trial_acc_train']:.3f}", heldout=f"{h['trial_acc_heldout']:.3f}")
         if done:
