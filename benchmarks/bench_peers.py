@@ -94,10 +94,10 @@ D, PROGRAM, VARIABLE = 128, "up_down", "count"
 
 def load_network(which: str, seed: int, device: str):
     """symlib's width-128 MultiObject GRU: (model in eval mode, a line saying which one)."""
-    from symlib.networks.training import TrainConfig, _finished
+    from symlib.networks.training import TrainConfig, run_finished
     path = symlib.runs_dir() / TrainConfig(task="multiobject", arch="gru", seed=seed).run_name()
     if which == "auto":
-        which = "book" if _finished(path) else "untrained"
+        which = "book" if run_finished(path) else "untrained"
     if which == "book":
         net = symlib.load_or_train("multiobject", "gru", seed, device=device, progress=False).model
         what = f"the book's trained GRU ({path.name})"

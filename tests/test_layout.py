@@ -111,3 +111,30 @@ def test_one_command_line():
         assert r.returncode == 0 and f"python -m symlib {command}" in r.stdout, r.stderr
     bad = subprocess.run([sys.executable, "-m", "symlib", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "no command 'nope'" in bad.stderr
+
+
+def _private_imports(path: Path) -> list[str]:
+    """``module.name`` for each private name (``_x``) ``path`` imports from a module of another subpackage."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            target = ".".join(base[:len(base) - node.level + 1] + ([node.module] if node.module else [])) if node.level \
+                else node.module or ""
+            if target.startswith("symlib") and target.split(".")[:2] != module.split(".")[:2]:
+                out += [f"{target}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return out
+
+
+def test_no_module_imports_another_subpackages_private_names():
+    """What one part of the package needs from another is public there (siblings inside a subpackage may share)."""
+    bad = {m: _private_imports(p) for m, p in MODULES.items()}
+    assert not {m: b for m, b in bad.items() if b}
+    probe = PKG / "analyses" / "_probe_private.py"
+    probe.write_text("from ..networks.training import _Run\n")
+    try:
+        assert _private_imports(probe) == ["symlib.networks.training._Run"]
+    finally:
+        probe.unlink()

@@ -10,7 +10,7 @@ from symlib.analyses import params
 from symlib.networks import training
 from symlib.book.build import CHAPTERS
 from symlib.analyses.findings import FINDINGS_TRAIN
-from symlib.networks.training import TrainConfig, _finished, load_or_train, load_run, run_config, train
+from symlib.networks.training import TrainConfig, run_finished, load_or_train, load_run, run_config, train
 
 TINY = dict(d_model=16, eval_every=4, n_eval_trials=16, n_train_trials=64, batch_size=16)
 QUIET = dict(device="cpu", progress=False)
@@ -73,7 +73,7 @@ def test_a_run_interrupted_after_going_on_with_a_longer_budget_is_not_finished(r
     returned at step 9); load_or_train goes on to 12."""
     folder = runs / "r"
     train(run_dir=folder, max_steps=8, **TINY, **QUIET)
-    assert _finished(folder)
+    assert run_finished(folder)
     real = training._Run.after_step
 
     def interrupted(self, *a, **kw):
@@ -88,7 +88,7 @@ def test_a_run_interrupted_after_going_on_with_a_longer_budget_is_not_finished(r
     monkeypatch.setattr(training._Run, "after_step", real)
     assert json.loads((folder / "metrics.json").read_text())[-1]["stopped_because"] == "max_steps=8 reached"
     assert run_config(folder).max_steps == 12
-    assert not _finished(folder) and not _finished(folder, TrainConfig(max_steps=12, **TINY))
+    assert not run_finished(folder) and not run_finished(folder, TrainConfig(max_steps=12, **TINY))
     got = load_or_train(run_dir=folder, **QUIET)
     assert got.history[-1]["step"] == 12 and got.summary["stopped_because"] == "max_steps=12 reached"
 
@@ -103,7 +103,7 @@ def test_a_run_saved_with_a_negative_patience_is_not_finished_and_is_refused(run
     hist = json.loads((folder / "metrics.json").read_text())[:2]
     hist[-1]["stopped_because"] = "solved: trial accuracy on training counts >= 0.99 for -2 evaluations"
     (folder / "metrics.json").write_text(json.dumps(hist))
-    assert hist[-1]["trial_acc_train"] < 0.99 and not _finished(folder)
+    assert hist[-1]["trial_acc_train"] < 0.99 and not run_finished(folder)
     with pytest.raises(ValueError, match="patience=-2 is not allowed"):
         load_or_train(run_dir=folder, **QUIET)
 

@@ -221,7 +221,7 @@ def test_number_line_r_is_held_out_as_in_the_book():
     from symlib.analyses.analysis import natural_states, number_line
     model = hand()
     align = make_alignment("orthogonal", 8, [3], seed=1)  # a block that mixes the count with other units
-    fit = explain._readout_fit(explain._Network("hand", model, MULTI), "up_down", align, None, 40, 0)
+    fit = explain.readout_fit(explain.ExplorerNetwork("hand", model, MULTI), "up_down", align, None, 40, 0)
     st = natural_states(model, MULTI, "up_down", n_trials=40, seed=0, site=None)
     book = number_line(align, st, block=0, n_random=0, test_fraction=0.5, seed=0)
     assert fit["r"] == pytest.approx(book["r_test"], abs=1e-9)

@@ -32,7 +32,7 @@ import pandas as pd
 
 from ..paths import runs_dir
 from ..utils import choose_names
-from ..networks.training import TrainConfig, _check_same_recipe, _finished, checkpoint_steps, load_checkpoint, load_run, run_config
+from ..networks.training import TrainConfig, check_same_recipe, run_finished, checkpoint_steps, load_checkpoint, load_run, run_config
 from ..intervene.controls import CHANGED_CONTROLS, control_configs, fixed_controls, iia_changed_main
 from ..intervene.das import DASConfig, DASResult, run_das_batch
 from ..intervene.search import BUDGETS
@@ -91,8 +91,8 @@ def train_runs(arch: str, seeds: Sequence[int], task: str = "multiobject", after
     cfgs = [dynamics_config(arch, s, task, after_solve, **kw) for s in seeds]
     dirs = [dynamics_run_dir(c) for c in cfgs]
     for c, d in zip(cfgs, dirs):
-        _check_same_recipe(d, c)
-    todo = [i for i, d in enumerate(dirs) if not _finished(d, cfgs[i])]
+        check_same_recipe(d, c)
+    todo = [i for i, d in enumerate(dirs) if not run_finished(d, cfgs[i])]
     if todo:
         train_seeds([cfgs[i].seed for i in todo], cfgs[0], run_dirs=[dirs[i] for i in todo], device=device,
                     progress=progress)

@@ -5,7 +5,7 @@ What the explorer (``symlib.book.widgets``, chapter 08) shows is computed here, 
 picked, and what it now expects, in words), ``network_view`` (the network's own answer without and
 with the swap, where it differs from the program's, and where the swap changed it),
 ``explain_pair`` (both, as words, for one network and alignment) and the learned number line
-scored out of sample (``_readout_fit``, as ``analysis.number_line`` scores it). Trials are drawn
+scored out of sample (``readout_fit``, as ``analysis.number_line`` scores it). Trials are drawn
 from generators seeded by the view alone, so a test can check a view against the program.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _where(task: Task, trial: Trials, pos: int) -> str:
     return f"response {pos - tpos} of {r} ({word})"
 
 
-def _plural(k: int, word: str) -> str:
+def plural(k: int, word: str) -> str:
     return f"{k} {word}{'' if k == 1 else 's'}"
 
 
@@ -153,14 +153,14 @@ def _explanation(r: dict) -> str:
     if in_demo:
         if now["demos"]:
             demos = (f"The target's N is {n}, and the program shows demo tokens until its count reaches N, so after the "
-                     f"<code>|</code> <b>the program adds {_plural(now['demos'], 'demo token')}</b> (drawn at random: they are "
+                     f"<code>|</code> <b>the program adds {plural(now['demos'], 'demo token')}</b> (drawn at random: they are "
                      f"the program's, given to the network as input, not predicted), then T.")
         elif now["trigger"]:
             demos = (f"The target's N is {n}; with the swapped count the program has no demo tokens left to show, "
                      f"so <b>T comes right after the <code>|</code></b>.")
         else:
             demos = f"The target's N is {n}."
-        expects = (f" <b>The program now expects {_plural(now['responses'], 'response token')}</b> then E "
+        expects = (f" <b>The program now expects {plural(now['responses'], 'response token')}</b> then E "
                    f"(without the swap: {before['responses']}).")
         text = f"{head} {demos}{expects}"
     else:
@@ -177,7 +177,7 @@ def diff_positions(a: list[str], b: list[str], start: int = 0) -> list[int]:
     return [i for i in range(start, n) if (a[i] if i < len(a) else None) != (b[i] if i < len(b) else None)]
 
 
-class _Network:
+class ExplorerNetwork:
     """One network and its caches: states per trial, the run without a swap, number-line fits."""
 
     def __init__(self, name: str, model: SequenceModel, task: Task):
@@ -212,7 +212,7 @@ class _Network:
         return self._keys[k]
 
 
-def _readout_fit(net: _Network, program: str, align: AlignmentFunction, site, n_trials: int, seed: int) -> dict:
+def readout_fit(net: ExplorerNetwork, program: str, align: AlignmentFunction, site, n_trials: int, seed: int) -> dict:
     """The learned number line, scored as the book scores it (``analysis.number_line``): a read-out of the
     count from the alignment's first block, fitted on half the natural trials; ``r`` and where each count
     sits (``means``) are measured on the other half, trials the fit never saw."""
@@ -227,7 +227,7 @@ def _readout_fit(net: _Network, program: str, align: AlignmentFunction, site, n_
     return {"w": line["w"], "means": means, "r": line["r_test"], "max_value": int(np.max(st["value"]))}
 
 
-def _readout(fit: dict, align: AlignmentFunction, h: torch.Tensor) -> float:
+def readout(fit: dict, align: AlignmentFunction, h: torch.Tensor) -> float:
     Z = block_coords(align, h.detach().float().cpu().numpy()[None, :], 0)
     return float((np.c_[Z, np.ones(1)] @ fit["w"])[0])
 
@@ -274,7 +274,7 @@ def intervened_rollout(model: SequenceModel, align: AlignmentFunction, tokens: t
     return cut_at_end(fed, start)
 
 
-def network_view(net: _Network, align: AlignmentFunction | None, site: str | None, program: str, variable: str,
+def network_view(net: ExplorerNetwork, align: AlignmentFunction | None, site: str | None, program: str, variable: str,
                  target_count: int, target_pos: int, source_count: int, source_pos: int, seed: int = 0, line=None) -> dict:
     """``program_view`` plus the network's side: its greedy answer without the swap (``plain_words``) and,
     with an alignment, after it (``network_words``; ``network_own``: which of its tokens are its own output,
@@ -331,7 +331,7 @@ def explain_pair(model: SequenceModel, task: Task, align: AlignmentFunction, pro
     ``target_pos``, ``source_pos``, ``target_value``, ``source_value``, ``changed``, ``agree``,
     ``text`` (the explanation) and ``expects`` (what the program now expects).
     """
-    r = network_view(_Network("model", model, task), align, site, program, variable, target_count, target_pos,
+    r = network_view(ExplorerNetwork("model", model, task), align, site, program, variable, target_count, target_pos,
                      source_count, source_pos, seed)
     p = r["target_pos"]
     j = lambda w: " ".join(w[: p + 1]) + " | " + " ".join(w[p + 1:])

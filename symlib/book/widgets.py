@@ -43,7 +43,7 @@ from ..intervene.store import resolve_store
 # what the explorer shows is computed in analyses.explain; explain_pair, program_view and diff_positions
 # are re-exported here, where chapter 03 and the tests have found them
 from ..analyses.explain import (DEFAULT_VIEW, diff_positions, explain_pair, frozen_alignment, network_view,  # noqa: F401
-                                program_view, trial_for, valid_positions, _Network, _plural, _readout, _readout_fit)
+                                program_view, trial_for, valid_positions, ExplorerNetwork, plural, readout, readout_fit)
 
 #: Slider width: wide enough to drag one step at a time.
 SLIDER_WIDTH = "470px"
@@ -267,9 +267,9 @@ class Explorer:
         self._given: dict = {}
         for name, value in (networks or {}).items():
             model, task = value
-            self._given[name] = _Network(name, model, task if isinstance(task, Task) else make_task(task))
+            self._given[name] = ExplorerNetwork(name, model, task if isinstance(task, Task) else make_task(task))
         self._runs = list_runs(runs_root) if include_runs else {}
-        self._nets: dict[str, _Network] = dict(self._given)
+        self._nets: dict[str, ExplorerNetwork] = dict(self._given)
         names = list(self._given) + [n for n in self._runs if n not in self._given]
         if not names:
             raise ValueError("the explorer has no network to show: train one (notebook 02 or symlib.load_or_train writes "
@@ -343,13 +343,13 @@ class Explorer:
 
     # ---- choices ----
     @property
-    def net(self) -> _Network:
+    def net(self) -> ExplorerNetwork:
         name = self.w_network.value
         if name not in self._nets:
             from ..networks.training import load_run
             path = self._runs[name]
             run = load_run(path, step="best" if (path / "best.pt").exists() else None)
-            self._nets[name] = _Network(name, run.model, make_task(run.config.task))
+            self._nets[name] = ExplorerNetwork(name, run.model, make_task(run.config.task))
         return self._nets[name]
 
     def _programs_for(self, task: Task) -> list[str]:
@@ -493,10 +493,10 @@ class Explorer:
             return None
         key = (net.name, prog, var, id(self.align))
         if key not in self._fits:
-            self._fits[key] = _readout_fit(net, prog, self.align, self.site, self.natural_trials, self.seed)
+            self._fits[key] = readout_fit(net, prog, self.align, self.site, self.natural_trials, self.seed)
         fit = self._fits[key]
-        return {"fit": fit, "target": _readout(fit, self.align, h_t), "source": _readout(fit, self.align, h_s),
-                "intervened": _readout(fit, self.align, h_new)}
+        return {"fit": fit, "target": readout(fit, self.align, h_t), "source": readout(fit, self.align, h_s),
+                "intervened": readout(fit, self.align, h_new)}
 
     def render(self, r: dict) -> tuple[str, str]:
         """The main HTML (rows, explanation, verdict) and the number line's HTML for a view."""
@@ -534,13 +534,13 @@ class Explorer:
         else:
             k = len(r["diff"])
             verdict = (f'<div class="sx-verdict" style="color:#c92a2a;font-weight:bold">network differs from the program at '
-                       f'{_plural(k, "token")} (marked).</div>')
+                       f'{plural(k, "token")} (marked).</div>')
         own_note = ""
         if r["network_words"] is not None:
             n_own = sum(1 for i, o in enumerate(r["network_own"]) if o and i > p)
             n_given = sum(1 for i, o in enumerate(r["network_own"]) if not o and i > p)
             own_note = (f'<div style="font-size:12px;color:#444">After the <code>|</code> the network row holds '
-                        f'{_plural(n_own, "token")} of its own greedy output'
+                        f'{plural(n_own, "token")} of its own greedy output'
                         + (f" and {n_given} given to it from the program's counterfactual (demo tokens and T are not predicted)"
                            if n_given else "") + ".</div>")
         text = f'<div class="sx-text" style="max-width:900px;font-size:13px;margin:4px 0">{r["text"]}</div>'

@@ -133,7 +133,7 @@ def new_alignment(cfg: DASConfig, d: int) -> AlignmentFunction:
     return make_alignment(cfg.alignment, d, [cfg.n_units] * cfg.n_blocks(), seed=split_seed(cfg.seed, "alignment"))
 
 
-def _init_state(a) -> dict | None:
+def as_state_dict(a) -> dict | None:
     """An alignment or state dict to start from, as a CPU state dict (None stays None)."""
     if a is None:
         return None
@@ -147,7 +147,7 @@ def start_alignment(model: SequenceModel, task: Task, cfg: DASConfig, init=None)
     (an alignment or state dict) when one is given. On the model's device."""
     site = model.check_site(cfg.site)
     stats = natural_statistics(model, task, site) if cfg.normalise else None
-    return _start_alignment(cfg, model.state_size(site), _init_state(init), stats).to(model.device)
+    return _start_alignment(cfg, model.state_size(site), as_state_dict(init), stats).to(model.device)
 
 
 def _start_alignment(cfg: DASConfig, d: int, init: dict | None, stats: tuple | None = None) -> AlignmentFunction:
@@ -210,7 +210,7 @@ def run_das_batch(
     from the previous checkpoint's alignment; the store keys it by the start's weights).
     """
     cfgs = [c if isinstance(c, DASConfig) else DASConfig(**c) for c in configs]
-    init = [None] * len(cfgs) if init is None else [_init_state(a) for a in init]
+    init = [None] * len(cfgs) if init is None else [as_state_dict(a) for a in init]
     if len(init) != len(cfgs):
         raise ValueError(f"init holds {len(init)} entries for {len(cfgs)} configs")
     token_iia = [bool(token_iia)] * len(cfgs) if isinstance(token_iia, bool) else [bool(t) for t in token_iia]

@@ -41,6 +41,7 @@ from ..game.tasks import Task, make_task
 from ..networks.models import SequenceModel, check_task
 from . import search
 from .alignment import NormalisedAlignment, make_alignment, natural_statistics
+from .das import as_state_dict
 from .iia import PairStates, frozen, site_states
 from .search import cl_loss  # noqa: F401  (mas.cl_loss: the CL loss, where MAS readers look for it)
 
@@ -392,8 +393,7 @@ def _check_init(init, names: Sequence[str]) -> dict:
     if unknown:
         raise ValueError(f"init names {', '.join(map(repr, unknown))}, not a network of this search; "
                          f"the networks are {', '.join(map(repr, names))}")
-    from .das import _init_state
-    return {k: _init_state(v) for k, v in init.items() if v is not None}
+    return {k: as_state_dict(v) for k, v in init.items() if v is not None}
 
 
 def _load_init(m: nn.Module, sd: dict, name: str) -> None:

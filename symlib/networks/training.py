@@ -327,7 +327,7 @@ def _other_recipe(path: Path, there: dict, differ: dict) -> str:
     return f"{path} holds a run of another recipe ({pairs}){where}"
 
 
-def _check_same_recipe(path: Path, cfg: TrainConfig) -> None:
+def check_same_recipe(path: Path, cfg: TrainConfig) -> None:
     """Raise a ValueError when the run folder ``path`` holds a run of another recipe than ``cfg``
     (every field compared), so it is never taken for ``cfg``'s run."""
     cfg_path = path / "config.json"
@@ -634,7 +634,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         yield
 
 
-def _finished(path: Path, cfg: TrainConfig | None = None) -> bool:
+def run_finished(path: Path, cfg: TrainConfig | None = None) -> bool:
     """Whether the folder ``path`` holds a run that ended by its own rule (``_ended_by_rule``: solved,
     or at exactly its ``max_steps``) and, with ``cfg``, was trained by exactly that recipe.
 
@@ -710,13 +710,13 @@ def load_or_train(task: str | None = None, arch: str | None = None, seed: int = 
     else:
         cfg = TrainConfig(task=task or "multiobject", arch=arch or "gru", seed=seed, **train_kw)
         path = runs_dir() / cfg.run_name()
-        _check_same_recipe(path, cfg)
-    if not _finished(path, cfg):
+        check_same_recipe(path, cfg)
+    if not run_finished(path, cfg):
         with run_lock(path):  # another process (a sweep's worker) may be training this run right now
-            if not _finished(path, cfg):  # it finished while we waited: just load it
-                _check_same_recipe(path, cfg)
+            if not run_finished(path, cfg):  # it finished while we waited: just load it
+                check_same_recipe(path, cfg)
                 train(cfg, run_dir=path, device=device, progress=progress)
-            if not _finished(path, cfg):
+            if not run_finished(path, cfg):
                 raise RuntimeError(f"training {path} returned without the run ending by its rule "
                                    f"(solved, or max_steps={cfg.max_steps}); its last record: {_last_record(path)}")
     return load_run(path, step="best" if (path / "best.pt").exists() else None, device=device)
