@@ -174,3 +174,30 @@ def test_all_frozen_restores_every_model_even_when_one_fails():
     with all_frozen([a, b]):
         assert not a.training and not any(p.requires_grad for p in b.parameters())
     assert b.training and all(p.requires_grad for p in b.parameters())
+
+
+def test_lr_drops_go_on_at_a_tenth_of_the_rate_on_each_plateau(monkeypatch):
+    """``lr_drops``: a plateau first divides the search's learning rate by 10 (judged again over a new window),
+    and counts as convergence only once the drops are spent. In one batch, only that search's rate drops."""
+    model = wrap(HandCounter(with_count=False, uniform_demo=True), "rnn")
+    kw = dict(max_steps=5000, plateau_steps=200, plateau_tol=0.02, **{k: v for k, v in SMALL.items() if k != "progress"})
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    plain, dropping = symlib.run_das_batch(model, MULTI, [symlib.DASConfig(**kw), symlib.DASConfig(**kw, lr_drops=2)],
+                                           progress=False, token_iia=False)
+    drops = [r["step"] for r in dropping.history if "lr_scale" in r]
+    assert [r["lr_scale"] for r in dropping.history if "lr_scale" in r] == pytest.approx([0.1, 0.01])
+    assert drops[0] == plain.metrics["steps"] and drops[1] >= drops[0] + 200
+    assert dropping.metrics["converged"] is True and dropping.metrics["steps"] >= drops[1] + 200
+    # the optimiser saw the plain search at 1e-2 throughout, the other at 1e-2, then 1e-3 after its first drop, 1e-4 after its second
+    assert all(lrs[0] == 1e-2 for lrs in seen[:plain.metrics["steps"]])
+    assert seen[drops[0] - 1][1] == 1e-2 and seen[drops[0]][1] == pytest.approx(1e-3) and seen[drops[1]][1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="plateau_steps=0"):
+        symlib.DASConfig(lr_drops=1, plateau_steps=0)
+    with pytest.raises(ValueError, match="lr_drops must be >= 0"):
+        symlib.DASConfig(lr_drops=-1)

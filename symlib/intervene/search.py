@@ -27,7 +27,9 @@ a search is validated on its validation pairs (mean trial IIA and loss over its
 behavioural directions) and decides on its own whether to stop: it has *converged* once its
 validation trial IIA reaches ``target_iia`` or its best validation changed-pair IIA has
 gained less than ``plateau_tol`` over the last ``plateau_steps`` steps; the cap
-(``max_steps``) and the optional loss rule (``patience``) stop it unconverged. Its best maps
+(``max_steps``) and the optional loss rule (``patience``) stop it unconverged. With
+``lr_drops`` a plateau first divides the search's learning rate by 10 and the search goes on,
+judged over a new window, until the drops are spent. Its best maps
 (validation IIA, then loss) are the ones it returns. A search that stops no longer trains while the
 others go on, so a batch of searches equals the same searches run one by one up to float
 error.
@@ -86,6 +88,7 @@ class SearchConfig:
     plateau_steps: int = 1_000  # ... or once the best validation changed-pair IIA has gained
     plateau_tol: float = 0.005  # ... less than plateau_tol over the last plateau_steps steps (0: never)
     patience: int = 0  # also stop once validation loss has not improved for this many evaluations (0: never)
+    lr_drops: int = 0  # on a plateau, divide lr by 10 and go on, this many times, before a plateau counts as converged
     relabel: bool = False  # the wrong-label control: a fixed permutation of the swapped values, trained and tested on
     normalise: bool = False  # z-score each network's states (statistics of its natural states) before the map, undo after
     seed: int = 0
@@ -107,13 +110,15 @@ class SearchConfig:
         for name in self.POSITIVE:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("plateau_steps", "patience"):
+        for name in ("plateau_steps", "patience", "lr_drops"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0: never), got {getattr(self, name)}")
         if not 0 <= self.plateau_tol < 1:
             raise ValueError(f"plateau_tol is a gain in IIA and must be in [0, 1), got {self.plateau_tol}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.lr_drops and not self.plateau_steps:
+            raise ValueError(f"lr_drops={self.lr_drops} drops the learning rate on a plateau, and plateau_steps=0 never sees one")
 
     def _check_own(self) -> None:
         """Checks of a subclass's own choices, run before the numeric checks."""
@@ -289,6 +294,9 @@ class Search:
     ``batch_size`` per direction.
     """
 
+    #: what a drop of the learning rate (``lr_drops``) multiplies it by
+    LR_DROP: ClassVar[float] = 0.1
+
     def __init__(self, cfg, maps: dict, directions: Sequence[Direction] = (), cl_directions: Sequence[Direction] = (),
                  cl_eps: float = 0.0, loss_on: str = "all", split_batch: bool = False):
         self.cfg, self.maps = cfg, dict(maps)
@@ -304,6 +312,7 @@ class Search:
         self.stopped: str | None = None
         self.converged: bool | None = None  # None: not trained
         self.steps, self.seconds = 0, 0.0
+        self.drops_left, self.lr_scale, self.window_from = getattr(cfg, "lr_drops", 0), 1.0, 0
         own = [m for m in self.maps.values() if getattr(m, "stops_on_own_rule", False)]
         self.own_rule = own[0] if own else None
 
@@ -371,17 +380,18 @@ class Search:
         IIA where no pair changed; minus the CL loss for a search trained by the CL loss alone).
         A running best, so noise can only delay the verdict, never bring it early."""
         window = self.cfg.plateau_steps
-        if not window or not self.history or self.history[-1]["step"] < window:
+        if not window or not self.history or self.history[-1]["step"] - self.window_from < window:
             return None
         now = self.history[-1]["step"]
+        since = [r for r in self.history if r["step"] >= self.window_from]  # after a drop of the learning rate, a new window
         best_now = best_then = -math.inf
-        for r in self.history:
+        for r in since:
             v = _score(r, bool(self.directions))
             best_now = max(best_now, v)
             if r["step"] <= now - window:
                 best_then = max(best_then, v)
         if best_then == -math.inf:  # no evaluation at or before the window's start: measure from the first one
-            best_then = _score(self.history[0], bool(self.directions))
+            best_then = _score(since[0], bool(self.directions))
         return best_now - best_then
 
     def record(self, rec: dict) -> None:
@@ -407,6 +417,13 @@ class Search:
             self.stopped, self.converged = f"converged: validation trial IIA >= {cfg.target_iia}", True
             return
         gain = self.plateau_gain()
+        if gain is not None and gain < cfg.plateau_tol and self.drops_left:
+            # a plateau at this learning rate: go on at a tenth of it, judged over a new window
+            self.drops_left -= 1
+            self.lr_scale *= self.LR_DROP
+            self.window_from = rec["step"]
+            rec["lr_scale"] = self.lr_scale
+            return
         if gain is not None and gain < cfg.plateau_tol:
             what = "changed-pair IIA" if self.directions else "CL loss"
             self.stopped = (f"converged: best validation {what} gained {max(gain, 0.0):.4f} < {cfg.plateau_tol} "
@@ -460,7 +477,13 @@ def train(searches: Sequence[Search], progress: bool = True, desc: str = "search
     searches = list(searches)
     if not searches:
         return
-    opt = torch.optim.Adam([g for s in searches for g in s.param_groups()])
+    groups = {id(s): s.param_groups() for s in searches}
+    opt = torch.optim.Adam([g for s in searches for g in groups[id(s)]])
+    first = 0
+    for s in searches:  # each search's groups in the optimiser, with their learning rates as configured
+        n = len(groups[id(s)])
+        groups[id(s)] = [(g, g["lr"]) for g in opt.param_groups[first:first + n]]
+        first += n
     bar = None
     max_steps = max(s.cfg.max_steps for s in searches)
     if progress:
@@ -487,6 +510,8 @@ def train(searches: Sequence[Search], progress: bool = True, desc: str = "search
                         rec.update(s.validate())
                         rec.update(s.progress())
                         s.record(rec)
+                        for g, lr in groups[id(s)]:
+                            g["lr"] = lr * s.lr_scale
                         if step >= s.cfg.max_steps:
                             s.hit_cap()
                         if s.stopped is not None:
