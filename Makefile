@@ -11,7 +11,7 @@ TORCH  ?= torch==2.13.0
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 OUT    ?= out
 
-.PHONY: all venv book book-html book-compare dynamics mas compare-seeds compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench bench-peers gpu-check clean
+.PHONY: all venv book book-html book-compare dynamics mas compare-seeds compare-seeds-readme compare-grid findings findings-readme mas-full dynamics-full test test-smoke test-findings test-fast notebooks-sync bench bench-peers gpu-check clean
 all: test
 
 $(BIN)/.installed: pyproject.toml
@@ -89,6 +89,13 @@ compare-seeds: venv
 	@mkdir -p $(OUT)
 	$(BIN)/python -m symlib sweep notebooks/grids/04_seeds.yaml $(SWEEP_ARGS)
 	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_seeds.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_seeds/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_seeds.json
+
+# compare-seeds-readme: the seeds sweep's table as it stands (finished cells; pending ones listed) into results/compare/
+# with its provenance, and the README's compare block printed from it (no search runs).
+COMPARE_SEEDS_CSV = results/compare/04_seeds.csv
+compare-seeds-readme: venv
+	$(BIN)/python -m symlib sweep notebooks/grids/04_seeds.yaml --save-table $(COMPARE_SEEDS_CSV) --command "make compare-seeds"
+	$(BIN)/python -m symlib compare --report $(COMPARE_SEEDS_CSV) --readme README.md
 
 compare-grid: venv
 	@mkdir -p $(OUT)

@@ -119,13 +119,10 @@ assert changed["up_down count"] > 0.8 and changed["ctx_distr count"] < changed["
 
 # %%
 if GRID_TABLE:
-    raw = pd.read_csv(GRID_TABLE)
-    failed = raw[raw.status != "ok"]
-    if len(failed):
-        print(f"{len(failed)} cells of the grid failed; see their error column")
-    table = raw[raw.status == "ok"].copy()
-    if "metrics.site" in table:  # a cell run at the network's default site names it only in its metrics
-        table["site"] = table["site"].fillna(table["metrics.site"]) if "site" in table else table["metrics.site"]
+    raw, table = compare.read_sweep_table(GRID_TABLE)
+    for status, what in (("failed", "failed; see their error column"), ("pending", "not run yet: the sweep resumes where it stopped")):
+        if (raw.status == status).any():
+            print(f"{(raw.status == status).sum()} of {len(raw)} cells of the grid {what}")
 else:
     table = compare.compare_table(cells, **common)
 summary = compare.summarise_compare(table)

@@ -4,6 +4,7 @@
     python -m symlib site        render the executed chapters as a static HTML book
     python -m symlib sweep       run a sweep (a grid of notebook or function cells), resumable
     python -m symlib findings    the README's findings over seeds, or its report from a committed table
+    python -m symlib compare     the README's table of a program-comparison sweep (chapter 04's seeds)
     python -m symlib report      print a committed result's summary (and write it into a README block)
     python -m symlib provenance  write where a result came from (commit, machine, command)
     python -m symlib nbclean     strip outputs from a notebook (the git filter)
@@ -21,6 +22,7 @@ COMMANDS = {
     "site": "symlib.book.site",
     "sweep": "symlib.book.sweep",
     "findings": "symlib.analyses.findings",
+    "compare": "symlib.analyses.compare",
     "report": "symlib.analyses.report",
     "provenance": "symlib.analyses.provenance",
     "nbclean": "symlib.book.nbclean",

@@ -111,3 +111,89 @@ def test_compare_cells_as_a_sweep(tmp_path):
     assert list(df.status) == ["ok", "ok"], df.get("error")
     assert {"iia_changed_test", "control_max_changed_test", "verdict"} <= set(df.columns)
     assert (tmp_path / "ok" / "results.csv").exists()
+
+
+def _sweep_csv(tmp_path):
+    """A comparison sweep's table mid-way: two seeds of one hypothesis (one hit its cap), one of another at 4 dims,
+    a pending cell and a failed one."""
+    base = dict(task="multiobject", program="up_down", variable="count", site=None, n_units=None, error=None)
+    rows = [dict(base, arch="gru", seed=0, cell="a", status="ok", iia_test=0.96, iia_changed_test=0.95,
+                 control_max_changed_test=0.40, margin_changed_test=0.55, converged=True, finished_at="2026-12-07T12:42:49+00:00",
+                 **{"metrics.site": "state"}),
+            dict(base, arch="gru", seed=1, cell="b", status="ok", iia_test=0.92, iia_changed_test=0.91,
+                 control_max_changed_test=0.30, margin_changed_test=0.61, converged=False, finished_at="2026-12-07T20:01:00+00:00",
+                 **{"metrics.site": "state"}),
+            dict(base, arch="gru", seed=0, n_units=4, cell="c", status="ok", iia_test=0.6, iia_changed_test=0.55,
+                 control_max_changed_test=0.02, margin_changed_test=0.53, converged=True, finished_at="2026-12-07T13:00:00+00:00",
+                 **{"metrics.site": "state"}),
+            dict(base, arch="lstm", task="sameobject", seed=0, cell="d", status="pending"),
+            dict(base, arch="lstm", task="sameobject", seed=1, cell="e", status="failed", error="ValueError: x")]
+    p = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p
+
+
+def test_sweep_report_states_what_finished_what_converged_and_what_is_pending(tmp_path):
+    text = compare.sweep_report(_sweep_csv(tmp_path))
+    assert text.startswith("3 of 5 cells finished, 1 failed; 1 pending")
+    rows = [l for l in text.splitlines() if l.startswith("| gru")]
+    assert rows == ["| gru · multiobject | up_down count (4 dims) | 1 | 0.550 | 0.600 | 0.020 | 0.530 | partly | 1/1 |",
+                    "| gru · multiobject | up_down count | 2 | 0.930 [0.910, 0.950] | 0.940 | 0.350 | 0.580 | aligns | 1/2 |"]
+    assert "1 cell(s) stopped at the cap: b." in text
+    assert "Pending: lstm · sameobject (1 cells)." in text
+    assert "between 2026-12-07T12:42 and 2026-12-07T20:01 UTC" in text
+
+
+def test_compare_command_writes_the_readme_block_with_provenance(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from symlib.analyses.report import read_block
+    csv = _sweep_csv(tmp_path)
+    md = tmp_path / "README.md"
+    md.write_text("x\n<!-- compare:start -->\nold\n<!-- compare:end -->\ny\n")
+    args = [sys.executable, "-m", "symlib", "compare", "--report", str(csv), "--readme", str(md)]
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode != 0 and "no provenance" in out.stderr and "old" in md.read_text()  # nothing written
+    prov = {"command": "make compare-seeds", "started": "2026-12-07T12:37:00+00:00", "wall_seconds": 600, "commit": "abcdef0123",
+            "uncommitted_changes": False, "machine": {"cuda": None, "cpu": "a CPU", "cores": 2, "torch_threads": 1}}
+    (tmp_path / "results.provenance.json").write_text(json.dumps(prov))
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    block = read_block(md, "compare")
+    assert block.startswith("3 of 5 cells finished") and "made by `make compare-seeds` at commit abcdef0" in block
+    assert block == out.stdout.strip()
+
+
+def test_a_sweeps_table_is_saved_with_its_provenance_as_it_stands(tmp_path):
+    """``--sweep``: the table of a sweep mid-way (pending cells kept) and a provenance spanning its cells' times."""
+    import json
+    import subprocess
+    import sys
+    import yaml
+    from symlib.book.sweep import cell_id
+    out = tmp_path / "sweep"
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"function": "symlib.analyses.compare.compare_cell", "out": str(out),
+                                    "grid": [{"arch": ["gru"], "task": ["multiobject"], "program": ["up_down"],
+                                              "variable": ["count"], "seed": [0, 1]}]}))
+    params = {"arch": "gru", "program": "up_down", "seed": 0, "task": "multiobject", "variable": "count"}
+    cell = out / "cells" / cell_id(params)
+    cell.mkdir(parents=True)
+    (cell / "result.json").write_text(json.dumps({"params": params, "status": "ok", "error": None,
+                                                  "seconds": 60.0, "finished_at": "2026-12-07T12:01:00+00:00",
+                                                  "metrics": {"iia_changed_test": 0.9, "converged": True, "site": "state"}}))
+    csv = tmp_path / "results" / "04_seeds.csv"
+    r = subprocess.run([sys.executable, "-m", "symlib", "sweep", str(grid), "--save-table", str(csv), "--command", "make x"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(csv)
+    assert sorted(df.status) == ["ok", "pending"] and compare.sweep_report(csv).startswith("1 of 2 cells finished; 1 pending")
+    prov = json.loads((tmp_path / "results" / "04_seeds.provenance.json").read_text())
+    assert prov["started"] == "2026-12-07T12:00:00+00:00" and prov["ended"] == "2026-12-07T12:01:00+00:00"
+    assert prov["cells"] == "1 of 2 finished" and prov["machine"]["torch_threads"] == 1 and prov["command"] == "make x"
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(grid.read_text().replace(str(out), str(tmp_path / "none")))
+    r = subprocess.run([sys.executable, "-m", "symlib", "sweep", str(empty), "--save-table", str(tmp_path / "e.csv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "no cell" in r.stderr and not (tmp_path / "e.csv").exists()

@@ -168,6 +168,20 @@ def test_readme_chapter_blocks_are_the_committed_results(block, result, monkeypa
     assert text == json_block(result, "summary")
 
 
+def test_readme_compare_block_is_the_committed_sweep_table(monkeypatch):
+    """Chapter 04's seeds table in the README is what ``python -m symlib compare --report`` prints from the committed
+    table, with its provenance (empty before the table is committed)."""
+    from symlib.analyses.compare import sweep_report
+    from symlib.analyses.report import read_block, source_line
+    monkeypatch.chdir(ROOT)
+    text = read_block(ROOT / "README.md", "compare")
+    csv = "results/compare/04_seeds.csv"
+    if not (ROOT / csv).exists():
+        assert text == ""
+        return
+    assert text == sweep_report(csv) + "\n\n" + source_line(csv)
+
+
 def test_full_run_is_the_readme_block_and_says_when_missing(monkeypatch):
     """What a chapter shows as its full run is the README's block of the same name; a result not
     committed yet says how to make it; an unknown name is refused."""

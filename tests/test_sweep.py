@@ -159,7 +159,7 @@ def test_results_table_columns_and_files(tmp_path, client):
     a list metric stays in metrics.json; spec.yaml is written."""
     spec = _spec(tmp_path, grid=[{"x": [1, 2], "y": [0, 10]}, {"x": [5]}], fixed={"marker": ""})
     df = run_sweep(spec, client=client, progress=False)
-    assert list(df.columns) == ["x", "y", "marker", "cell", "status", "error", "seconds", "nested.half", "nested.name", "sq"]
+    assert list(df.columns) == ["x", "y", "marker", "cell", "status", "error", "seconds", "finished_at", "nested.half", "nested.name", "sq"]
     assert list(df.status) == ["ok"] * 5 and df.error.isna().all() and (df.seconds >= 0).all()
     assert list(df.sq) == [1, 11, 4, 14, 25] and list(df["nested.half"]) == [0.5, 0.5, 1.0, 1.0, 2.5]
     csv = pd.read_csv(tmp_path / "out" / "results.csv")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -335,3 +336,85 @@ def out_of_range_iia(model, task: Task, align, program: str = "up_down", variabl
     own = evaluate(model, task.sample(n, sc, g, unk_p=0.0))["trial_acc"]
     return {"iia": ev["iia"], "iia_changed": ev["iia_changed"], "n": ev["n"], "n_changed": ev["n_changed"],
             "network_acc_source_counts": own}
+
+
+# -- a sweep's table, and the README's report of it --------------------------------------------
+
+def read_sweep_table(csv) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A comparison sweep's ``results.csv`` (``python -m symlib sweep notebooks/grids/04_seeds.yaml``) as
+    (every cell with its status, the finished cells' rows): a cell run at the network's default site names
+    it only in its metrics, and gets it in ``site`` here."""
+    raw = pd.read_csv(csv)
+    done = raw[raw.status == "ok"].copy()
+    if "metrics.site" in done:
+        done["site"] = done["site"].astype(object).fillna(done["metrics.site"]) if "site" in done else done["metrics.site"]
+    return raw, done
+
+
+def _f3(x) -> str:
+    return "-" if x is None or pd.isna(x) else f"{x:.3f}"
+
+
+def sweep_report(csv, shown: str | None = None) -> str:
+    """The README's account of a comparison sweep, finished or not: one row per hypothesis with the mean
+    changed-pair IIA [95% interval over the seeds finished], raw IIA, the best control on the same pairs,
+    the margin, the verdict and how many of its searches converged; then what is still pending."""
+    raw, done = read_sweep_table(csv)
+    n, n_ok = len(raw), len(done)
+    pending, failed = raw[raw.status == "pending"], raw[~raw.status.isin(["ok", "pending"])]
+    lines = [f"{n_ok} of {n} cells finished" + (f", {len(failed)} failed" if len(failed) else "")
+             + (f"; {len(pending)} pending (the sweep resumes where it stopped)" if len(pending) else "") + ". "
+             f"Each search to convergence (the findings' rule and cap, {COMPARE_SEARCH['max_steps']} steps); "
+             "IIA on changed test pairs, mean [95% bootstrap interval] over the seeds finished; the best control "
+             "(untrained alignment, wrong labels, wrong program) on the same pairs. A hypothesis **aligns** when its "
+             f"changed-pair IIA is at least {ALIGNED_IIA} and at least {ALIGNED_MARGIN} above its best control, **partly** "
+             f"from {PARTLY_IIA} with that margin.", ""]
+    if n_ok:
+        summary = summarise_compare(done)
+        by = ["arch", "task", "program", "variable", "site", "n_units"]
+        d = done.assign(n_units=done.get("n_units", pd.Series(COMPARE_SEARCH["n_units"], index=done.index))
+                        .fillna(COMPARE_SEARCH["n_units"]).astype(int))
+        conv = d.groupby(by, dropna=False).converged.agg(lambda c: f"{int((c == True).sum())}/{len(c)}")  # noqa: E712
+        lines += ["| network | hypothesis | seeds | changed IIA | raw IIA | best control | margin | verdict | converged |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in summary.to_dict("records"):
+            net = f"{r['arch']} · {r['task']}" + ("" if r["site"] in ("state", "resid.0") else f" @ {r['site']}")
+            hyp = f"{r['program']} {r['variable']}" + ("" if r["n_units"] == COMPARE_SEARCH["n_units"] else f" ({r['n_units']} dims)")
+            ci = "" if pd.isna(r["iia_changed_test_lo"]) or r["n"] < 2 else f" [{r['iia_changed_test_lo']:.3f}, {r['iia_changed_test_hi']:.3f}]"
+            lines.append(f"| {net} | {hyp} | {r['n']} | {_f3(r['iia_changed_test'])}{ci} | {_f3(r.get('iia_test'))} | "
+                         f"{_f3(r.get('control_max_changed_test'))} | {_f3(r.get('margin_changed_test'))} | {r['verdict']} | "
+                         f"{conv[tuple(r[k] for k in by)]} |")
+        capped = d[d.converged != True]  # noqa: E712
+        lines += ["", "Every search converged (no cell stopped at its step cap)." if not len(capped) else
+                  f"{len(capped)} cell(s) stopped at the cap: " + ", ".join(capped.cell) + "."]
+    if len(pending):
+        groups = pending.groupby(["arch", "task"], sort=False).size()
+        lines += ["", "Pending: " + ", ".join(f"{a} · {t} ({k} cells)" for (a, t), k in groups.items()) + "."]
+    if "finished_at" in done and done.finished_at.notna().any():
+        lines += ["", f"Cells finished between {done.finished_at.min()[:16]} and {done.finished_at.max()[:16]} UTC."]
+    lines += ["", f"Printed by `python -m symlib compare --report {shown or csv}`."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m symlib compare --report CSV [--readme README.md]``: a comparison sweep's table in the README
+    (the table as a sweep stands, with its provenance: ``python -m symlib sweep GRID --save-table CSV``)."""
+    import argparse
+    import sys
+    from .report import source_line, write_block
+    ap = argparse.ArgumentParser(prog="python -m symlib compare", description=main.__doc__.split(": ", 1)[1])
+    ap.add_argument("--report", required=True, help="a comparison sweep's results table (CSV)")
+    ap.add_argument("--readme", default="", help="also write it between the compare markers of this markdown file")
+    ap.add_argument("--block", default="compare", help="the README block's name (default compare)")
+    args = ap.parse_args(argv)
+    text = sweep_report(args.report)
+    if args.readme:
+        try:
+            text += "\n\n" + source_line(args.report)
+        except FileNotFoundError as e:  # a README block says where its numbers came from, or is not written
+            print(f"python -m symlib compare: {e}", file=sys.stderr)
+            return 2
+    print(text)
+    if args.readme:
+        write_block(args.readme, args.block, text)
+    return 0

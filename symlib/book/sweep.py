@@ -47,7 +47,7 @@ What it writes (workers must see the same file system as the caller)::
 
 A cell id is a readable slug of its grid values and a short hash of all its parameters,
 e.g. ``ARCH=gru_SEED=0-3fa2c1d9``. results.csv has the parameters as columns, then
-``cell``, ``status`` (ok, failed or pending), ``error`` (``Type: message``), ``seconds``,
+``cell``, ``status`` (ok, failed or pending), ``error`` (``Type: message``), ``seconds``, ``finished_at`` (UTC),
 then the cell's scalar metrics (nested dicts flattened to ``a.b``; lists left out, they
 stay in metrics.json). A metric named like a parameter or one of those columns becomes
 ``metrics.<name>``.
@@ -136,7 +136,7 @@ SPEC_KEYS: tuple[str, ...] = ("notebook", "function", "out", "grid", "fixed")
 #: The notebook parameter through which a cell learns where to write its metrics.
 RESULTS_PARAM = "RESULTS_PATH"
 #: The columns of results.csv after the parameters and before the metrics.
-TABLE_COLUMNS: tuple[str, ...] = ("cell", "status", "error", "seconds")
+TABLE_COLUMNS: tuple[str, ...] = ("cell", "status", "error", "seconds", "finished_at")
 #: Plural parameter names (comma-separated lists) and the singular name whose choices they take.
 PLURALS = {"archs": "arch", "tasks": "task", "programs": "program", "variables": "variable"}
 #: How many traceback lines a failed cell keeps in its result.json.
@@ -655,9 +655,10 @@ def results_table(spec: dict | str | Path, write: bool = True) -> pd.DataFrame:
     rows, metric_cols = [], {}
     for c in cells:
         rec = _read_result(c.dir)
-        row = {**c.params, "cell": c.id, "status": "pending", "error": None, "seconds": np.nan}
+        row = {**c.params, "cell": c.id, "status": "pending", "error": None, "seconds": np.nan, "finished_at": None}
         if rec is not None:
-            row.update(status=rec["status"], error=_error_text(rec.get("error")), seconds=rec.get("seconds", np.nan))
+            row.update(status=rec["status"], error=_error_text(rec.get("error")), seconds=rec.get("seconds", np.nan),
+                       finished_at=rec.get("finished_at"))
             for k, v in (rec.get("metrics") or {}).items():
                 col = f"metrics.{k}" if k in taken else k
                 metric_cols.setdefault(col, None)
@@ -791,6 +792,28 @@ def _print_plan(spec: dict, retry_failed: bool) -> None:
           + ("" if retry_failed or not n_failed else " (failed cells rerun only with --retry-failed)"))
 
 
+def save_table(grid, out, command: str, threads: int = 1) -> Path:
+    """Save a sweep's table as it stands (finished cells and pending ones) at ``out``, with its
+    provenance: ``command``, this checkout's commit, the machine, and the span from the first finished cell's
+    start to the last one's end (a sweep resumed over several sittings spans them all; the report says when
+    its cells finished). ``threads``: torch threads per cell (the sweep's ``--threads-per-worker``)."""
+    from ..analyses.provenance import provenance, provenance_path
+    df = results_table(grid, write=False)
+    done = df[df.status == "ok"]
+    if not len(done):
+        raise ValueError(f"no cell of {grid} has finished: nothing to save")
+    ends = pd.to_datetime(done.finished_at, utc=True)
+    started = (ends - pd.to_timedelta(done.seconds, unit="s")).min().to_pydatetime()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, df.to_csv(index=False))
+    rec = provenance(command, started, ends.max().to_pydatetime(), cells=f"{len(done)} of {len(df)} finished",
+                     cell_seconds=round(float(done.seconds.sum()), 1))
+    rec["machine"]["torch_threads"] = threads
+    atomic_write_json(provenance_path(out), rec)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns 0 (all ok), 1 (some cell failed), 2 (invalid input), 130 (interrupted:
     Ctrl-C) or 143 (terminated: SIGTERM); finished cells are kept either way."""
@@ -803,6 +826,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
     ap.add_argument("--retry-failed", action="store_true", help="rerun cells whose earlier attempt failed")
     ap.add_argument("--dry-run", action="store_true", help="list the cells and what a run would do; run nothing")
+    ap.add_argument("--save-table", default="", metavar="CSV", help="save the table as it stands (pending cells "
+                    "included) at CSV with its provenance (CSV.provenance.json); run nothing")
+    ap.add_argument("--command", default="", help="with --save-table: what ran the cells, as typed (default: the sweep's command)")
     args = ap.parse_args(argv)
     for name in ("workers", "threads_per_worker"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -815,6 +841,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         _print_plan(spec, args.retry_failed)
+        return 0
+    if args.save_table:
+        try:
+            out = save_table(spec, args.save_table, args.command or f"python -m symlib sweep {args.grid}",
+                             args.threads_per_worker or 1)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"saved {out} and its provenance")
         return 0
     # SIGTERM (`kill`, a batch system ending the job) stops the sweep like Ctrl-C does
     previous = signal.signal(signal.SIGTERM, raise_terminated) if _in_main_thread() else None
