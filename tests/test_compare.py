@@ -122,6 +122,7 @@ def _sweep_csv(tmp_path):
                  **{"metrics.site": "state"}),
             dict(base, arch="gru", seed=1, cell="b", status="ok", iia_test=0.92, iia_changed_test=0.91,
                  control_max_changed_test=0.30, margin_changed_test=0.61, converged=False, finished_at="2026-12-07T20:01:00+00:00",
+                 commit="0123456789ab",
                  **{"metrics.site": "state"}),
             dict(base, arch="gru", seed=0, n_units=4, cell="c", status="ok", iia_test=0.6, iia_changed_test=0.55,
                  control_max_changed_test=0.02, margin_changed_test=0.53, converged=True, finished_at="2026-12-07T13:00:00+00:00",
@@ -141,7 +142,7 @@ def test_sweep_report_states_what_finished_what_converged_and_what_is_pending(tm
                     "| gru · multiobject | up_down count | 2 | 0.930 [0.910, 0.950] | 0.940 | 0.350 | 0.580 | aligns | 1/2 |"]
     assert "1 cell(s) stopped at the cap: b." in text
     assert "Pending: lstm · sameobject (1 cells)." in text
-    assert "between 2026-12-07T12:42 and 2026-12-07T20:01 UTC" in text
+    assert "between 2026-12-07T12:42 and 2026-12-07T20:01 UTC; the code's commit per cell: 0123456 (1), not recorded (2)." in text
 
 
 def test_compare_command_writes_the_readme_block_with_provenance(tmp_path):

@@ -391,7 +391,10 @@ def sweep_report(csv, shown: str | None = None) -> str:
         groups = pending.groupby(["arch", "task"], sort=False).size()
         lines += ["", "Pending: " + ", ".join(f"{a} · {t} ({k} cells)" for (a, t), k in groups.items()) + "."]
     if "finished_at" in done and done.finished_at.notna().any():
-        lines += ["", f"Cells finished between {done.finished_at.min()[:16]} and {done.finished_at.max()[:16]} UTC."]
+        commits = (done.commit.astype(object) if "commit" in done else pd.Series(None, index=done.index, dtype=object)).fillna("not recorded")
+        by_commit = ", ".join(f"{c[:7] if c != 'not recorded' else c} ({k})" for c, k in commits.value_counts(sort=False).sort_index().items())
+        lines += ["", f"Cells finished between {done.finished_at.min()[:16]} and {done.finished_at.max()[:16]} UTC; "
+                      f"the code's commit per cell: {by_commit}."]
     lines += ["", f"Printed by `python -m symlib compare --report {shown or csv}`."]
     return "\n".join(lines)
 

@@ -40,17 +40,21 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> dict:
+    """The commit of the code that runs (None outside a git checkout) and whether its work tree had
+    uncommitted changes to code (README blocks and results/, which result commands write, do not count)."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)README.md", ":(exclude)results")
+    return {"commit": _git("rev-parse", "HEAD"), "uncommitted_changes": None if status is None else bool(status)}
+
+
 def provenance(command: str, started: datetime, ended: datetime, **extra) -> dict:
     """The record of one run: ``command`` as typed, the commit (and whether the work tree had
     uncommitted changes), UTC start and end, wall seconds, the machine (CPU model, cores,
     torch threads, CUDA device if any), Python and torch versions; ``extra`` is added as is."""
     import torch
-    # changes to the code, not to what result commands write themselves (README blocks, results/)
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)README.md", ":(exclude)results")
     return {
         "command": command,
-        "commit": _git("rev-parse", "HEAD"),
-        "uncommitted_changes": None if status is None else bool(status),
+        **code_version(),
         "started": started.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "ended": ended.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round((ended - started).total_seconds(), 1),

@@ -41,13 +41,14 @@ What it writes (workers must see the same file system as the caller)::
 
     <out>/spec.yaml                       the resolved spec (written at the start)
     <out>/results.csv                     one row per cell (written at the end)
-    <out>/cells/<cell id>/result.json     params, status (ok/failed), error, metrics, seconds, finished_at
+    <out>/cells/<cell id>/result.json     params, status (ok/failed), error, metrics, seconds, finished_at, commit
     <out>/cells/<cell id>/metrics.json    everything the cell reported (e.g. a ``table`` of rows)
     <out>/cells/<cell id>/<stem>.ipynb    the executed notebook (notebook cells)
 
 A cell id is a readable slug of its grid values and a short hash of all its parameters,
 e.g. ``ARCH=gru_SEED=0-3fa2c1d9``. results.csv has the parameters as columns, then
 ``cell``, ``status`` (ok, failed or pending), ``error`` (``Type: message``), ``seconds``, ``finished_at`` (UTC),
+``commit`` (of the code that ran the cell, ``+changes`` when its work tree had uncommitted ones),
 then the cell's scalar metrics (nested dicts flattened to ``a.b``; lists left out, they
 stay in metrics.json). A metric named like a parameter or one of those columns becomes
 ``metrics.<name>``.
@@ -136,7 +137,7 @@ SPEC_KEYS: tuple[str, ...] = ("notebook", "function", "out", "grid", "fixed")
 #: The notebook parameter through which a cell learns where to write its metrics.
 RESULTS_PARAM = "RESULTS_PATH"
 #: The columns of results.csv after the parameters and before the metrics.
-TABLE_COLUMNS: tuple[str, ...] = ("cell", "status", "error", "seconds", "finished_at")
+TABLE_COLUMNS: tuple[str, ...] = ("cell", "status", "error", "seconds", "finished_at", "commit")
 #: Plural parameter names (comma-separated lists) and the singular name whose choices they take.
 PLURALS = {"archs": "arch", "tasks": "task", "programs": "program", "variables": "variable"}
 #: How many traceback lines a failed cell keeps in its result.json.
@@ -540,8 +541,12 @@ def _error_record(e: BaseException) -> dict:
 
 
 def _result(params: dict, status: str, error: dict | None, metrics: dict, seconds: float) -> dict:
+    from ..analyses.provenance import code_version
+    code = code_version()  # a sweep resumed over several sittings may span commits: each cell says which made it
+    commit = (code["commit"] or "unknown")[:12] + ("+changes" if code["uncommitted_changes"] else "")
     return {"params": json_ready(params, None), "status": status, "error": error, "metrics": json_ready(metrics),
-            "seconds": round(seconds, 3), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "seconds": round(seconds, 3), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "commit": commit}
 
 
 def run_cell(cell_dir: str, params: dict, function: str | None = None, notebook: str | None = None,
@@ -655,10 +660,11 @@ def results_table(spec: dict | str | Path, write: bool = True) -> pd.DataFrame:
     rows, metric_cols = [], {}
     for c in cells:
         rec = _read_result(c.dir)
-        row = {**c.params, "cell": c.id, "status": "pending", "error": None, "seconds": np.nan, "finished_at": None}
+        row = {**c.params, "cell": c.id, "status": "pending", "error": None, "seconds": np.nan, "finished_at": None,
+               "commit": None}
         if rec is not None:
             row.update(status=rec["status"], error=_error_text(rec.get("error")), seconds=rec.get("seconds", np.nan),
-                       finished_at=rec.get("finished_at"))
+                       finished_at=rec.get("finished_at"), commit=rec.get("commit"))
             for k, v in (rec.get("metrics") or {}).items():
                 col = f"metrics.{k}" if k in taken else k
                 metric_cols.setdefault(col, None)
@@ -807,8 +813,9 @@ def save_table(grid, out, command: str, threads: int = 1) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, df.to_csv(index=False))
+    commits = sorted(set(done.commit.astype(object).fillna("not recorded"))) if "commit" in done else ["not recorded"]
     rec = provenance(command, started, ends.max().to_pydatetime(), cells=f"{len(done)} of {len(df)} finished",
-                     cell_seconds=round(float(done.seconds.sum()), 1))
+                     cell_seconds=round(float(done.seconds.sum()), 1), cell_commits=commits)
     rec["machine"]["torch_threads"] = threads
     atomic_write_json(provenance_path(out), rec)
     return out
