@@ -69,13 +69,14 @@ mas: venv
 	@mkdir -p $(OUT)
 	$(PM) notebooks/06_model_alignment_search.ipynb $(OUT)/06_model_alignment_search.ipynb -p RESULTS_PATH $(CURDIR)/$(OUT)/06_model_alignment_search.json
 
-# chapter 06's questions at convergence (the committed results/mas/): the seed-0 GRU, LSTM and Transformer,
-# every search to convergence (caps 20 000), sizes 1, 4 and 16; figures go with the results, not into figures/
+# chapter 06's questions at convergence (the committed results/mas/): the seed-0 GRU, LSTM and Transformer and a
+# second GRU (GRU-GRU sizes: the original's "as few as ~4 dims"), every search to convergence (caps 20 000),
+# sizes 1, 4 and 16 on raw and z-scored states; figures go with the results, not into figures/
 MAS_FULL = results/mas
 mas-full: venv
 	@mkdir -p $(MAS_FULL)/figures
 	started=$$(date -u +%FT%TZ) && SYMLIB_FIGURES=$(CURDIR)/$(MAS_FULL)/figures $(PM) notebooks/06_model_alignment_search.ipynb $(MAS_FULL)/06_model_alignment_search.ipynb \
-	  -p NETWORKS "gru:0,lstm:0,transformer:0" -p UNITS "1,4,16" -p MAX_STEPS 20000 -p SWEEP_STEPS 20000 -p CROSS_TASK "" \
+	  -p NETWORKS "gru:0,gru:1,lstm:0,transformer:0" -p UNITS "1,4,16" -p MAX_STEPS 20000 -p SWEEP_STEPS 20000 -p CROSS_TASK "" \
 	  -p RESULTS_PATH $(CURDIR)/$(MAS_FULL)/06_model_alignment_search.json \
 	&& $(BIN)/python -m symlib provenance $(MAS_FULL)/06_model_alignment_search.json --command "make mas-full" --started $$started
 	$(BIN)/python -m symlib report $(MAS_FULL)/06_model_alignment_search.json --readme README.md --block mas

@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--lrs", default="0.001,0.003,0.01,0.03")
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="benchmarks/results/search_budget.json")
+    ap.add_argument("--out", default="out/bench_search_budget.json")
     ap.add_argument("--rule", action="store_true", help="run the schedules under the book's stopping rule")
     ap.add_argument("--schedules", default="0.001,0.003,0.01,0.003/1,0.01/2")
     args = ap.parse_args()

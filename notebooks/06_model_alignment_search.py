@@ -27,6 +27,7 @@ N_UNITS = 16  # dims of each network's aligned count subspace
 UNITS = "1,2,4,8,16"  # subspace sizes for cross-network IIA against size
 MAX_STEPS = 400  # cap on the steps of the joint searches over all networks (each stops earlier once converged)
 SWEEP_STEPS = 200  # cap on each search of the size sweep, the stitching and the CL experiment (each stops earlier once converged)
+SWEEP_ZSCORED = True  # the size sweep also on z-scored states (each network normalised), beside raw ones
 CROSS_TASK = "singleobject"  # a GRU trained on this task is aligned with the first GRU ("" skips it)
 SEED = 0  # seed of the counterfactual pairs and the alignments
 USE_STORE = True  # reuse searches cached in data/das_store
@@ -197,7 +198,10 @@ pairs_tbl.round(3)
 # %% [markdown]
 # ## 4. How many dimensions does the shared count need?
 # Two networks at a time, one search per subspace size, each under the same rule and cap; the
-# cross-network IIA is the mean of the two cross directions (changed test pairs).
+# cross-network IIA is the mean of the two cross directions (changed test pairs). Between
+# architectures the raw states differ in scale (section 2), so each pair is searched on raw
+# states and, with `SWEEP_ZSCORED`, on z-scored ones: a size that suffices only once scales
+# match is a size the count needs, not one the rotation can afford.
 
 # %%
 def first_of(arch_prefix, skip=None):
@@ -208,20 +212,22 @@ g0 = first_of("gru") or nets[0]
 partners = {"GRU-GRU": first_of("gru", skip=g0), "GRU-LSTM": first_of("lstm"), "GRU-Transformer": first_of("transformer")}
 partners = {k: v for k, v in partners.items() if v is not None and v is not g0}
 vs_units, sweep_rows = {}, []
-for label, other in partners.items():
-    vs_units[label] = {}
-    for k in units:
-        if k > min(g0.width, other.width):
-            continue
-        r = mas.run_mas([g0, other], sweep_cfg, progress=False, store=USE_STORE, n_units=k)
-        t = r.table.set_index(["source", "target"])
-        cross = [t.loc[(g0.name, other.name)], t.loc[(other.name, g0.name)]]
-        vs_units[label][k] = float(np.mean([c.iia_changed_test for c in cross]))
-        sweep_rows.append({"pair": label, "n_units": k, "cross_iia_changed": vs_units[label][k],
-                           f"{g0.name} -> {other.name}": cross[0].iia_changed_test, f"{other.name} -> {g0.name}": cross[1].iia_changed_test,
-                           "control": float(np.mean([c.initial_iia_changed_test for c in cross])),
-                           "steps": r.metrics["steps"], "converged": r.metrics["converged"]})
-        converged_mark(r, f"{label} {k} dims")
+for pair, other in partners.items():
+    for zscored in ((False, True) if SWEEP_ZSCORED else (False,)):
+        label = f"{pair}, {'z-scored' if zscored else 'raw'}"
+        vs_units[label] = {}
+        for k in units:
+            if k > min(g0.width, other.width):
+                continue
+            r = mas.run_mas([g0, other], sweep_cfg, progress=False, store=USE_STORE, n_units=k, normalise=zscored)
+            t = r.table.set_index(["source", "target"])
+            cross = [t.loc[(g0.name, other.name)], t.loc[(other.name, g0.name)]]
+            vs_units[label][k] = float(np.mean([c.iia_changed_test for c in cross]))
+            sweep_rows.append({"pair": pair, "a": g0.name, "b": other.name, "states": "z-scored" if zscored else "raw", "n_units": k,
+                               "cross_iia_changed": vs_units[label][k], "a -> b": cross[0].iia_changed_test,
+                               "b -> a": cross[1].iia_changed_test, "control": float(np.mean([c.initial_iia_changed_test for c in cross])),
+                               "steps": r.metrics["steps"], "converged": r.metrics["converged"]})
+            converged_mark(r, f"{label} {k} dims")
 fig = plotting.plot_iia_vs_units(vs_units, title=f"cross-network count IIA (changed pairs) against subspace size, at most {sweep_steps} steps each")
 fig.axes[0].set_ylabel("cross-network IIA (changed pairs)")
 plotting.save_figure(fig, f"06_mas_iia_vs_units_{fig_tag}")
@@ -348,7 +354,8 @@ for label, pts in vs_units.items():
     if pts:
         best = max(pts.values())
         enough = min((k for k, v in pts.items() if v >= 0.9 * best), default=None)
-        lines_out.append(f"- {label}: cross IIA on raw states {', '.join(f'{k} dims {v:.2f}' for k, v in sorted(pts.items()))}; "
+        pair, states = label.split(", ")
+        lines_out.append(f"- {pair}: cross IIA on {states} states {', '.join(f'{k} dims {v:.2f}' for k, v in sorted(pts.items()))}; "
                          f"{enough} dims reach 90% of the best.")
 tf_i = [i for i, k in enumerate(kind) if k.startswith("transformer")]
 gru_i = [i for i, k in enumerate(kind) if k == "gru"]

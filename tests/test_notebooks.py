@@ -209,12 +209,16 @@ def test_mas_notebook_with_other_parameters(tmp_path):
     assert m["search"]["converged"] is False and m["search_normalised"]["converged"] is False
     assert "before convergence" in m["search"]["stopped_because"]
     assert m["cka"][0][0] == pytest.approx(1.0)
-    assert set(m["mas_iia_vs_units"]) == {"GRU-LSTM"} and set(m["mas_iia_vs_units"]["GRU-LSTM"]) == {"1", "2"}
+    # the size sweep on raw and z-scored states
+    assert set(m["mas_iia_vs_units"]) == {"GRU-LSTM, raw", "GRU-LSTM, z-scored"}
+    assert all(set(pts) == {"1", "2"} for pts in m["mas_iia_vs_units"].values())
+    assert any(line.startswith("- GRU-LSTM: cross IIA on z-scored states 1 dims") for line in m["summary"])
     assert set(m["cl_iia"]) == {"lstm:5 -> gru:5", "gru:5 -> gru:5"}
     assert m["cross_task"] is None
     # every other search says whether it converged (none can in 10 steps), and the budget is stated
     whats = [r["what"] for r in m["sweep_searches"]]
-    assert whats == ["alone", "GRU-LSTM 1 dims", "GRU-LSTM 2 dims", "rotation", "linear", "z-scored", "stitching", "CL", "behavioural"]
+    assert whats == ["alone", "GRU-LSTM, raw 1 dims", "GRU-LSTM, raw 2 dims", "GRU-LSTM, z-scored 1 dims",
+                     "GRU-LSTM, z-scored 2 dims", "rotation", "linear", "z-scored", "stitching", "CL", "behavioural"]
     assert not any(r["converged"] for r in m["sweep_searches"]) and all(r["steps"] <= 30 for r in m["sweep_searches"])
     assert m["budget"] == {"max_steps": 10, "sweep_steps": 10, "plateau_steps": 1000, "plateau_tol": 0.005}
     assert len(m["summary"]) >= 5 and all(line.startswith("- ") for line in m["summary"])  # what the README block prints

@@ -60,7 +60,7 @@ def test_the_books_and_the_makefiles_parameters_pass():
         assert params.problems(c.notebook, {**_defaults(c.notebook), **c.params}) == [], c.name
     for chapter, changes in [("03_das_alignment", dict(COMPARE=True)),
                              ("05_learning_dynamics", dict(ARCHS="gru,lstm", SEEDS="0,1,2", N_CHECKPOINTS=6, COLD_CHECK=2)),
-                             ("06_model_alignment_search", dict(NETWORKS="gru:0,lstm:0,transformer:0", UNITS="1,4,16",
+                             ("06_model_alignment_search", dict(NETWORKS="gru:0,gru:1,lstm:0,transformer:0", UNITS="1,4,16",
                                                                 MAX_STEPS=20000, SWEEP_STEPS=20000, CROSS_TASK=""))]:
         assert _problems(chapter, **changes) == []
 

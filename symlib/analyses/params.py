@@ -596,7 +596,7 @@ CHAPTERS: dict[str, Chapter] = {c.name: c for c in (
         "NETWORKS": ListOf(Network(), min_items=2, noun="network", what="arch:seed, e.g. gru:0,lstm:0"),
         "N_UNITS": Int(1, "dims of each network's aligned subspace"),
         "UNITS": ListOf(Int(1, "dims"), unique=False, noun="size", what="subspace sizes"),
-        "MAX_STEPS": Int(1, _STEPS), "SWEEP_STEPS": Int(1, _STEPS),
+        "MAX_STEPS": Int(1, _STEPS), "SWEEP_STEPS": Int(1, _STEPS), "SWEEP_ZSCORED": Bool(),
         "CROSS_TASK": Choice(TASK_NAMES, empty="no cross-task network"),
         "SEED": Int(0, "the pairs' and the alignments' seed"), "USE_STORE": Bool(),
         **_EVERY_CHAPTER,
