@@ -231,8 +231,8 @@ class SearchResult:
     - ``maps``: the learned maps by name (DAS: ``{"alignment": ...}``; MAS: one alignment per
       network; stitching: one map per ``"source>target"``);
     - ``to_frame()``: its test numbers as a DataFrame, one row per direction measured (DAS: one
-      row, the network into itself, named by ``to_frame(name)``), with the search's ``steps`` and ``converged`` on every row,
-      so results of different recipes concatenate into one table.
+      row, the network into itself, named by ``to_frame(name)``), with the search's ``steps``
+      and ``converged`` on every row, so results of different recipes concatenate into one table.
     """
 
     #: the columns ``to_frame`` puts first, for every kind of result
