@@ -510,8 +510,9 @@ def train(searches: Sequence[Search], progress: bool = True, desc: str = "search
                         rec.update(s.validate())
                         rec.update(s.progress())
                         s.record(rec)
-                        for g, lr in groups[id(s)]:
-                            g["lr"] = lr * s.lr_scale
+                        if "lr_scale" in rec:  # this evaluation dropped the search's learning rate
+                            for g, lr in groups[id(s)]:
+                                g["lr"] = lr * s.lr_scale
                         if step >= s.cfg.max_steps:
                             s.hit_cap()
                         if s.stopped is not None:
