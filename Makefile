@@ -84,16 +84,18 @@ mas-full: venv
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.
 # compare-seeds: MultiObject (3 architectures x 4 hypotheses) and SameObject (GRU, LSTM) over 3 seeds (76 cells, the README tables);
+#   it first takes the cells the committed table holds (results/compare/04_seeds.csv) and runs only the rest;
 # compare-grid: every architecture x task x program x variable x seed (624 cells; hours on a laptop).
+COMPARE_SEEDS_CSV = results/compare/04_seeds.csv
 SWEEP_ARGS = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 compare-seeds: venv
 	@mkdir -p $(OUT)
+	$(BIN)/python -m symlib sweep notebooks/grids/04_seeds.yaml --restore $(COMPARE_SEEDS_CSV)
 	$(BIN)/python -m symlib sweep notebooks/grids/04_seeds.yaml $(SWEEP_ARGS)
 	$(PM) notebooks/04_compare_programs.ipynb $(OUT)/04_compare_programs_seeds.ipynb -p GRID_TABLE $(CURDIR)/data/sweeps/04_seeds/results.csv -p RESULTS_PATH $(CURDIR)/$(OUT)/04_compare_programs_seeds.json
 
 # compare-seeds-readme: the seeds sweep's table as it stands (finished cells; pending ones listed) into results/compare/
 # with its provenance, and the README's compare block printed from it (no search runs).
-COMPARE_SEEDS_CSV = results/compare/04_seeds.csv
 compare-seeds-readme: venv
 	$(BIN)/python -m symlib sweep notebooks/grids/04_seeds.yaml --save-table $(COMPARE_SEEDS_CSV) --command "make compare-seeds"
 	$(BIN)/python -m symlib compare --report $(COMPARE_SEEDS_CSV) --readme README.md

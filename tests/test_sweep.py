@@ -388,3 +388,54 @@ def test_run_lock_serialises_holders(tmp_path):
         released = time.time()
     assert float(p.communicate(timeout=60)[0]) >= released
     assert (tmp_path / ".run.lock").exists()
+
+
+def test_a_saved_table_restores_into_a_fresh_checkout_and_only_the_rest_runs(tmp_path, client, capsys):
+    """--save-table then --restore into an empty out folder: the finished cells come back with their
+    metrics, seconds and commit (the table saved again is the same text), a cell that already has a
+    result is kept, and the next run runs only the cells the table lacked."""
+    marker = tmp_path / "m"
+    marker.mkdir()
+    spec = _spec(tmp_path, grid={"x": [1, 2, 3]}, fixed={"marker": str(marker)})
+    spec_file = tmp_path / "grid.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    run_sweep(spec, client=client, progress=False)
+    cells = {c.params["x"]: c for c in list_cells(spec)}
+    (cells[3].dir / "result.json").unlink()                   # x=3 pending in the saved table
+    saved = tmp_path / "results" / "t.csv"
+    assert sweep.main([str(spec_file), "--save-table", str(saved)]) == 0
+    before = json.loads((cells[1].dir / "result.json").read_text())
+    # a fresh checkout: nothing under out/ (x=2 already has another result there, which must be kept)
+    import shutil
+    shutil.rmtree(tmp_path / "out")
+    kept = {"params": cells[2].params, "status": "ok", "error": None, "metrics": {"sq": -1}, "seconds": 1.0,
+            "finished_at": "2026-12-07T00:00:00+00:00", "commit": "abc"}
+    cells[2].dir.mkdir(parents=True)
+    (cells[2].dir / "result.json").write_text(json.dumps(kept))
+    capsys.readouterr()
+    assert sweep.main([str(spec_file), "--restore", str(saved)]) == 0
+    assert "restored 1 cell(s)" in capsys.readouterr().out
+    rec = json.loads((cells[1].dir / "result.json").read_text())
+    assert rec["restored_from"] == str(saved) and rec["commit"] == before["commit"]
+    assert rec["seconds"] == before["seconds"] and rec["metrics"] == {"sq": 1, "nested.half": 0.5, "nested.name": "x1"}
+    assert json.loads((cells[2].dir / "result.json").read_text()) == kept
+    assert list(sweep.results_table(spec, write=False).status) == ["ok", "ok", "pending"]
+    starts = [len(_events(marker, x)) for x in (1, 2, 3)]
+    df = run_sweep(spec, client=client, progress=False)
+    assert [len(_events(marker, x)) - s for x, s in zip((1, 2, 3), starts)] == [0, 0, 2]  # only x=3 ran
+    assert list(df.sq) == [1, -1, 9]
+    # the x=1 row round-trips: saved again, it is the same text as in the first table
+    again = tmp_path / "again.csv"
+    assert sweep.main([str(spec_file), "--save-table", str(again)]) == 0
+    assert pd.read_csv(again).iloc[0].to_csv() == pd.read_csv(saved).iloc[0].to_csv()
+
+
+def test_restore_refuses_a_file_that_is_not_a_saved_table(tmp_path, capsys):
+    spec_file = tmp_path / "grid.yaml"
+    spec_file.write_text(yaml.safe_dump(_spec(tmp_path)))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    assert sweep.main([str(spec_file), "--restore", str(bad)]) == 2
+    assert "not a sweep's saved table (no column cell, status" in capsys.readouterr().err
+    assert sweep.main([str(spec_file), "--restore", str(tmp_path / "missing.csv")]) == 2
+    assert "cannot read it" in capsys.readouterr().err and not (tmp_path / "out" / "cells").exists()

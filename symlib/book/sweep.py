@@ -4,6 +4,7 @@ One YAML file says what to run and over which parameters::
 
     python -m symlib sweep grid.yaml [--workers N] [--threads-per-worker T]
                                      [--scheduler ADDRESS] [--retry-failed] [--dry-run]
+                                     [--save-table CSV | --restore CSV]
 
     # grid.yaml
     notebook: ../notebooks/03_das_alignment.ipynb   # or  function: mypkg.module.cell_function
@@ -61,6 +62,12 @@ and the others go on; a rerun reports it as failed again without running it (a f
 is usually deterministic, and rerunning it would hide it in a long sweep) unless
 ``--retry-failed`` (``retry_failed=True``) is given, e.g. after fixing the cause.
 Changing a parameter (also a fixed one) changes the cell ids, so those cells run anew.
+
+Saving and restoring: ``--save-table CSV`` writes the table as it stands (pending cells
+included) with its provenance (``CSV.provenance.json``), e.g. into a committed results
+folder; ``--restore CSV`` gives the cells that have no result yet the finished rows of such a
+table (their scalar metrics, seconds and commit; ``restored_from`` in result.json), so a fresh
+checkout goes on from a committed sweep and runs only what the table lacks.
 
 Before any cell runs, the spec is checked, and a mistake raises a ValueError (the command
 prints it and exits with status 2, creating nothing, also with ``--dry-run``): missing or
@@ -821,6 +828,54 @@ def save_table(grid, out, command: str, threads: int = 1) -> Path:
     return out
 
 
+def restore_table(grid, table) -> dict:
+    """Give a sweep's cells the results a saved table holds (``--save-table``), so that a fresh
+    checkout goes on from a committed sweep instead of running it again.
+
+    For every row of ``table`` with status ``ok`` whose ``cell`` id is a cell of ``grid`` that has no
+    result.json yet, writes that cell's result.json from the row: its scalar metrics, seconds,
+    finished_at and the commit that ran it, plus ``restored_from`` (the table's path). A cell that
+    already has a result is left as it is; failed and pending rows are not restored (those cells run).
+    metrics.json is not restored (a saved table holds only the scalar metrics). Returns the counts
+    ``restored``, ``kept`` (had a result), ``not_in_grid`` (ok rows whose id no cell of the grid has:
+    the grid's parameters changed since). Raises a ValueError, before writing anything, for a file
+    that is not a saved table.
+    """
+    spec = _resolved(grid)
+    table = Path(table)
+    try:
+        df = pd.read_csv(table)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--restore {str(table)!r}: cannot read it as a CSV table ({type(e).__name__}: {e})") from None
+    missing = [c for c in ("cell", "status") if c not in df.columns]
+    if missing:
+        raise ValueError(f"--restore {str(table)!r}: not a sweep's saved table (no column {', '.join(missing)}; "
+                         "`python -m symlib sweep GRID --save-table CSV` writes one)")
+    cells = list_cells(spec)
+    params = set(n for c in cells for n in c.params)
+    metric_cols = [c for c in df.columns if c not in params and c not in TABLE_COLUMNS]
+    rows = {r["cell"]: r for r in df[df.status == "ok"].to_dict("records")}
+    counts = {"restored": 0, "kept": 0, "not_in_grid": len(set(rows) - {c.id for c in cells})}
+    for c in cells:
+        row = rows.get(c.id)
+        if row is None:
+            continue
+        if _read_result(c.dir) is not None:
+            counts["kept"] += 1
+            continue
+        metrics = {(k[len("metrics."):] if k.startswith("metrics.") else k): row[k]
+                   for k in metric_cols if not pd.isna(row[k])}
+        commit = row.get("commit")
+        record = {"params": json_ready(c.params, None), "status": "ok", "error": None,
+                  "metrics": json_ready(metrics, None), "seconds": float(row["seconds"]),
+                  "finished_at": row.get("finished_at"), "commit": None if pd.isna(commit) else commit,
+                  "restored_from": str(table)}
+        c.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(c.dir / "result.json", record, digits=None)
+        counts["restored"] += 1
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line; returns 0 (all ok), 1 (some cell failed), 2 (invalid input), 130 (interrupted:
     Ctrl-C) or 143 (terminated: SIGTERM); finished cells are kept either way."""
@@ -836,6 +891,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-table", default="", metavar="CSV", help="save the table as it stands (pending cells "
                     "included) at CSV with its provenance (CSV.provenance.json); run nothing")
     ap.add_argument("--command", default="", help="with --save-table: what ran the cells, as typed (default: the sweep's command)")
+    ap.add_argument("--restore", default="", metavar="CSV", help="give cells without a result the results of a table "
+                    "saved with --save-table (e.g. a committed one), so a run goes on from there; run nothing")
     args = ap.parse_args(argv)
     for name in ("workers", "threads_per_worker"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -848,6 +905,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.dry_run:
         _print_plan(spec, args.retry_failed)
+        return 0
+    if args.save_table and args.restore:
+        print("error: --save-table and --restore are two steps: run one, then the other", file=sys.stderr)
+        return 2
+    if args.restore:
+        try:
+            n = restore_table(spec, args.restore)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"restored {n['restored']} cell(s) from {args.restore}; {n['kept']} already had a result (kept); "
+              f"{n['not_in_grid']} finished row(s) of the table are not cells of this grid")
         return 0
     if args.save_table:
         try:
