@@ -42,6 +42,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from scipy.stats import spearmanr
 
 import symlib
@@ -389,4 +390,5 @@ symlib.write_results(RESULTS_PATH, {
     "transformer_programs": None if tf is None else tf.to_dict("records"),
     "summary": lines_out,
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
+    "torch_threads": torch.get_num_threads(),
 })

@@ -41,6 +41,7 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 from scipy.stats import spearmanr
 
 import symlib
@@ -430,4 +431,5 @@ symlib.write_results(RESULTS_PATH, {
     "summary": lines_out,
     "budget": {"max_steps": max_steps, "sweep_steps": sweep_steps, "plateau_steps": base.plateau_steps, "plateau_tol": base.plateau_tol},
     "notebook_seconds": round(time.perf_counter() - t_start, 1),
+    "torch_threads": torch.get_num_threads(),
 })

@@ -142,6 +142,10 @@ def test_provenance_command_for_a_result_made_elsewhere(tmp_path):
     d = json.loads((tmp_path / "m.provenance.json").read_text())
     assert d["command"] == "make mas-full" and d["searches"] == "from the store" and d["started"] == "2026-12-07T07:00:00+00:00"
     assert d["wall_seconds"] == 1800
+    res.write_text('{"torch_threads": 7}')  # the run's own count wins over this process's
+    assert run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z").returncode == 0
+    assert json.loads((tmp_path / "m.provenance.json").read_text())["machine"]["torch_threads"] == 7
+    res.write_text("{}")
     bad = run(str(tmp_path / "none.json"), "--command", "x", "--started", "2026-12-07T07:00:00Z")
     assert bad.returncode != 0 and "no result at" in bad.stderr
     bad = run(str(res), "--command", "x", "--started", "2026-12-07T07:00:00Z", "--extra", "novalue")

@@ -7,6 +7,9 @@ digits, so a number quoted from a committed result says which machine made it; t
 record. As a command, for a result made by something else (a notebook run by papermill)::
 
     python -m symlib provenance RESULT --command "make mas-full" --started 2026-12-07T07:20:00Z
+
+The machine's ``torch_threads`` is the count the run used when a JSON result records it (the
+chapters write ``torch_threads``), else this process's.
 """
 from __future__ import annotations
 
@@ -114,8 +117,25 @@ def main(argv=None) -> int:
             ap.error(f"--commit {args.commit!r} is not a commit of this repository")
         extra.update(commit=full, uncommitted_changes=False)
     ended = datetime.fromisoformat(args.ended.replace("Z", "+00:00")) if args.ended else None
-    print(write_provenance(args.result, args.command, started, ended, **extra))
+    path = write_provenance(args.result, args.command, started, ended, **extra)
+    threads = _recorded_threads(args.result)
+    if threads is not None:  # the run's own count (a notebook's kernel), not this process's
+        rec = json.loads(path.read_text())
+        rec["machine"]["torch_threads"] = threads
+        path.write_text(json.dumps(rec, indent=2) + "\n")
+    print(path)
     return 0
+
+
+def _recorded_threads(result: str | Path) -> int | None:
+    """``torch_threads`` as a JSON result records it (the chapters write the count their kernel ran
+    with), or None."""
+    try:
+        d = json.loads(Path(result).read_text())
+    except (OSError, ValueError):
+        return None
+    t = d.get("torch_threads") if isinstance(d, dict) else None
+    return t if isinstance(t, int) and not isinstance(t, bool) and t > 0 else None
 
 
 if __name__ == "__main__":
