@@ -36,7 +36,7 @@ def test_compare_cell_row_and_follows():
     row = compare.compare_cell("gru", "multiobject", "up_up", "demo_count", seed=0, smoke=True)
     for key in ("iia_test", "iia_changed_test", "frac_changed_test", "iia_changed_test_heldout", "no_swap_iia_test",
                 "initial_iia_changed_test", "wrong_labels_iia_changed_test", "wrong_program_iia_changed_test",
-                "control_max_changed_test", "control_max_changed_main", "margin_changed_test", "verdict", "site"):
+                "control_max_changed_test", "control_max_changed_main", "margin_changed_test", "verdict", "site", "network"):
         assert key in row, key
     assert row["variable"] == "demo_count" and row["site"] == "state"
     scoring = ("initial", "wrong_labels", "wrong_program")
@@ -47,6 +47,7 @@ def test_compare_cell_row_and_follows():
     # the wrong program is Up-Down's own search: its cell finds it in the store, and scores it as a row
     other = compare.compare_cell("gru", "multiobject", "up_down", "count", seed=0, smoke=True)
     assert other["cached"] and other["iia_changed_test"] == row["wrong_program_iia_changed_test"]
+    assert other["network"] == row["network"] and len(row["network"]) == 12  # one network, one fingerprint
     # a second call with the store finds the same search (searched as "count": Up-Up's number variable)
     again = compare.compare_cell("gru", "multiobject", "up_up", "demo_count", seed=0, smoke=True)
     assert again["cached"] and again["iia_changed_test"] == row["iia_changed_test"]
@@ -141,8 +142,31 @@ def test_sweep_report_states_what_finished_what_converged_and_what_is_pending(tm
     assert rows == ["| gru · multiobject | up_down count (4 dims) | 1 | 0.550 | 0.600 | 0.020 | 0.530 | partly | 1/1 |",
                     "| gru · multiobject | up_down count | 2 | 0.930 [0.910, 0.950] | 0.940 | 0.350 | 0.580 | aligns | 1/2 |"]
     assert "1 cell(s) stopped at the cap: b." in text
+    assert "training" not in text  # this table records no network: nothing to say about it
     assert "Pending: lstm · sameobject (1 cells)." in text
     assert "between 2026-12-07T12:42 and 2026-12-07T20:01 UTC; the code's commit per cell: 0123456 (1), not recorded (2)." in text
+
+
+def test_sweep_report_says_when_cells_of_one_network_ran_on_different_trainings(tmp_path):
+    """A sweep resumed on another machine retrains what its earlier cells found trained: the report names
+    the networks whose cells differ in best step or in weights, and is quiet where they agree."""
+    base = dict(task="multiobject", program="up_down", variable="count", site=None, n_units=None, error=None,
+                status="ok", iia_test=0.9, iia_changed_test=0.9, control_max_changed_test=0.1, margin_changed_test=0.8,
+                converged=True, finished_at="2026-12-07T12:00:00+00:00", **{"metrics.site": "state"})
+    rows = [dict(base, arch="gru", seed=0, cell="a", network_step=750, network=None),
+            dict(base, arch="gru", seed=0, cell="b", variable="phase", network_step=750, network="aaa"),
+            dict(base, arch="lstm", seed=1, cell="c", network_step=400, network="bbb"),
+            dict(base, arch="lstm", seed=1, cell="d", variable="phase", network_step=400, network="ccc"),
+            dict(base, arch="lstm", seed=2, cell="e", network_step=450, network=None),
+            dict(base, arch="lstm", seed=2, cell="f", variable="phase", network_step=500, network=None)]
+    p = tmp_path / "results.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    text = compare.sweep_report(p)
+    assert ("different trainings of it (same recipe and seed, trained in different sittings): "
+            "lstm · multiobject seed 1 (best steps 400); lstm · multiobject seed 2 (best steps 450, 500).") in text
+    pd.DataFrame(rows[:2]).to_csv(p, index=False)
+    assert "Every network's cells ran on one training of it (the same best checkpoint, and the same weights where recorded)." \
+        in compare.sweep_report(p)
 
 
 def test_compare_command_writes_the_readme_block_with_provenance(tmp_path):

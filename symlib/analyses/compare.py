@@ -34,6 +34,7 @@ from ..networks.training import evaluate, load_or_train
 from ..intervene.controls import CHANGED_CONTROLS, run_das_with_controls
 from ..intervene.das import DASConfig
 from ..intervene.iia import evaluate_alignment
+from ..intervene.store import model_fingerprint
 from . import params as params_mod
 from .findings import FINDINGS_SEARCH, FINDINGS_TRAIN
 from .stats import summarise
@@ -136,7 +137,9 @@ def compare_cell(arch: str = "gru", task: str = "multiobject", program: str = "u
 
     The network is loaded from ``data/runs`` (trained first when missing; ``train_steps`` caps
     training, 0: the book's default). Returns a flat dict: the cell's parameters, the
-    network's accuracy, ``iia_test``, ``iia_changed_test``, ``frac_changed_test`` (how often a
+    network's accuracy, ``network`` (a fingerprint of its weights: training is repeatable on one
+    machine, not across machines, so cells that ran elsewhere may hold another network of the same
+    recipe and seed), ``iia_test``, ``iia_changed_test``, ``frac_changed_test`` (how often a
     swap changes the answer), ``iia_changed_test_heldout``, each control's ``<name>_iia_test``,
     ``<name>_iia_changed_test`` (on its own changed pairs) and ``<name>_iia_changed_main`` (on
     this cell's changed pairs), ``control_max_changed_test`` and ``control_max_changed_main``
@@ -151,6 +154,7 @@ def compare_cell(arch: str = "gru", task: str = "multiobject", program: str = "u
     m = res.metrics
     row = {**params, "site": site or run.model.default_site, "seed": int(seed), "n_units": int(n_units),
            "max_steps": res.config.max_steps, "network_step": run.summary.get("best_step"),
+           "network": model_fingerprint(run.model)[:12],
            "trial_acc_train": run.summary.get("best_trial_acc_train"),
            "trial_acc_heldout": run.summary.get("best_trial_acc_heldout"),
            "iia_test": m.get("iia_test"), "iia_changed_test": m.get("iia_changed_test"),
@@ -387,6 +391,8 @@ def sweep_report(csv, shown: str | None = None) -> str:
         capped = d[d.converged != True]  # noqa: E712
         lines += ["", "Every search converged (no cell stopped at its step cap)." if not len(capped) else
                   f"{len(capped)} cell(s) stopped at the cap: " + ", ".join(capped.cell) + "."]
+        note = networks_note(d)
+        lines += ["", note] if note else []
     if len(pending):
         groups = pending.groupby(["arch", "task"], sort=False).size()
         lines += ["", "Pending: " + ", ".join(f"{a} · {t} ({k} cells)" for (a, t), k in groups.items()) + "."]
@@ -397,6 +403,29 @@ def sweep_report(csv, shown: str | None = None) -> str:
                       f"the code's commit per cell: {by_commit}."]
     lines += ["", f"Printed by `python -m symlib compare --report {shown or csv}`."]
     return "\n".join(lines)
+
+
+def networks_note(done: pd.DataFrame) -> str | None:
+    """Whether every finished cell of one network (architecture, task, seed) ran on one training of it
+    (None for a table that records neither ``network_step`` nor ``network``).
+
+    Training is repeatable on one machine, not across machines: a sweep resumed elsewhere retrains a
+    network that its earlier cells found trained, and may get another one. Two cells used different
+    networks when their best checkpoints differ (``network_step``) or their weights' fingerprints do
+    (``network``, where recorded)."""
+    if "network_step" not in done and "network" not in done:
+        return None
+    mixed = []
+    for (arch, task, seed), g in done.groupby(["arch", "task", "seed"], sort=True):
+        steps = sorted(set(g.network_step.dropna().astype(int))) if "network_step" in g else []
+        prints = set(g.network.dropna()) if "network" in g else set()
+        if len(steps) > 1 or len(prints) > 1:
+            mixed.append(f"{arch} · {task} seed {int(seed)} (best steps {', '.join(map(str, steps))})")
+    if not mixed:
+        return ("Every network's cells ran on one training of it (the same best checkpoint"
+                + (", and the same weights where recorded)." if "network" in done and done.network.notna().any() else ")."))
+    return ("Cells of one network that ran on different trainings of it (same recipe and seed, trained in "
+            "different sittings): " + "; ".join(mixed) + ".")
 
 
 def main(argv=None) -> int:
