@@ -58,9 +58,9 @@ if not smoke:
 
 # %% [markdown]
 # Why `steps` and `steps_to_solve` differ, and what a dip in the curve means: the run counts as
-# *solved* at its first evaluation with trial accuracy at least 0.99 on training and held-out
+# *solved* at its first evaluation with trial accuracy at least `solve_threshold=0.99` on training and held-out
 # counts, but it trains on until accuracy has held for `patience` evaluations in a row. A small
-# network with dropout 0.5, fed its own answers, can lose its solution for an evaluation or two
+# network with `dropout=0.5`, fed its own answers, can lose its solution for an evaluation or two
 # on the way (one wrong token spoils a whole trial, so trial accuracy falls steeply); the run
 # keeps its best checkpoint, which is what the later chapters load.
 

@@ -92,7 +92,7 @@ for name in symlib.TASK_NAMES:
 # Counts are drawn uniformly from 1-20, but **4, 9, 14 and 17 never appear in training**:
 # accuracy on them tests interpolation. Counts 21-30 test whether counting goes beyond the
 # range ever seen. With *void tokens* on, each demo step may emit a `U` that does not count
-# (the original trained Transformers this way, with probability 0.2).
+# (the original trained Transformers this way, with probability `unk_p=0.2`).
 
 # %%
 seen = torch.bincount(tr.counts, minlength=31)

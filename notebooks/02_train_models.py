@@ -60,7 +60,7 @@ print("run folder:", symlib.runs_dir() / cfg.run_name(),
 # `(100/step)^0.25` decay, batches of 128 from one fixed set of 1000 trials, cross-entropy on
 # every non-pad token. Every 25 steps the network is evaluated on fresh trials of training,
 # held-out and out-of-range counts. The original's early stopping never fired; here training
-# stops once training-count accuracy has stayed >= 0.99 for `PATIENCE` evaluations.
+# stops once training-count accuracy has stayed >= `solve_threshold=0.99` for `PATIENCE` evaluations.
 #
 # The run is saved under `data/runs/`, in a folder named after its whole recipe: the book's
 # recipe (this notebook's defaults) in `<task>-<arch>-d<width>-s<seed>`, which the later chapters

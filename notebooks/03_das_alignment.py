@@ -135,7 +135,8 @@ print("example counterfactual:", task.decode(test.tokens[i]), f"(swap after toke
 # - **wrong program**: the same search against another program's labels (Up-Up for Up-Down).
 #
 # Each search runs until it has **converged**: its best validation IIA on changed pairs has
-# gained less than 0.005 over the last 1000 steps (or its validation trial IIA reached 0.995).
+# gained less than `plateau_tol=0.005` over the last 1000 steps (or its validation trial IIA reached
+# `target_iia=0.995`).
 # A search stopped by its step cap instead says so (`converged` False) and is not a finding.
 # The left panel below is the search's validation curve: how IIA grows with the budget.
 

@@ -114,8 +114,8 @@ assert changed["up_down count"] > 0.8 and changed["ctx_distr count"] < changed["
 # controls of chapter 03: the alignment as initialised, the wrong-label search (trained on a
 # fixed permutation of the swapped values within the trained range) and the wrong program (the
 # other program's own search: Up-Up for Up-Down, Up-Down for the others). A cell **aligns** when
-# its changed-pair IIA is at least 0.9 and at least 0.5 above its best control, the wrong program
-# included; **partly** from 0.5; else **no**.
+# its changed-pair IIA is at least `ALIGNED_IIA=0.9` and at least `ALIGNED_MARGIN=0.5` above its best
+# control, the wrong program included; **partly** from `PARTLY_IIA=0.5`; else **no**.
 
 # %%
 if GRID_TABLE:

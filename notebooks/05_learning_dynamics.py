@@ -15,7 +15,7 @@
 #   together (a correlation with its interval), which rises first (a lag), and how graded is
 #   the variable along the way (IIA by pair of values, accuracy and IIA by count)?
 # - **Runtime (2-core CPU, default size):** 90 searches, now each to convergence (a warm
-#   start needs at least the 1000 steps of the plateau rule unless its IIA reaches 0.995), so
+#   start needs at least the 1000 steps of the plateau rule unless its IIA reaches `target_iia=0.995`), so
 #   hours rather than the 43 minutes the 150-step warm starts took (not yet remeasured);
 #   `make dynamics-full` (GRU and LSTM, 6 checkpoints) is about an hour. A Transformer's search
 #   costs about four times a GRU's. Every search is cached, so a rerun takes a minute or two.
@@ -104,7 +104,7 @@ solved
 # alignment found at the checkpoint before, since a network a few dozen steps further on
 # holds its variables nearly where it did, so it reaches its plateau sooner. Every search,
 # warm or fresh, runs until it converges (its best validation IIA on changed pairs gains
-# less than 0.005 over 1000 steps) or hits its cap; the `converged` column says which.
+# less than `plateau_tol=0.005` over 1000 steps) or hits its cap; the `converged` column says which.
 # Section 6 checks that warm starts do not bias the result. Task accuracy is what training measured at the same step:
 # trials of training counts, of held-out counts (4, 9, 14, 17) and beyond training (21-30).
 
