@@ -50,10 +50,11 @@ def code_version() -> dict:
     return {"commit": _git("rev-parse", "HEAD"), "uncommitted_changes": None if status is None else bool(status)}
 
 
-def provenance(command: str, started: datetime, ended: datetime, **extra) -> dict:
+def provenance(command: str, started: datetime, ended: datetime, torch_threads: int | None = None, **extra) -> dict:
     """The record of one run: ``command`` as typed, the commit (and whether the work tree had
     uncommitted changes), UTC start and end, wall seconds, the machine (CPU model, cores,
-    torch threads, CUDA device if any), Python and torch versions; ``extra`` is added as is."""
+    torch threads: ``torch_threads`` when given, the run's own count, else this process's; CUDA
+    device if any), Python and torch versions; ``extra`` is added as is."""
     import torch
     return {
         "command": command,
@@ -61,7 +62,7 @@ def provenance(command: str, started: datetime, ended: datetime, **extra) -> dic
         "started": started.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "ended": ended.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round((ended - started).total_seconds(), 1),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch_threads or torch.get_num_threads(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                     "platform": platform.platform()},
         "python": platform.python_version(),
@@ -76,11 +77,12 @@ def provenance_path(result: str | Path) -> Path:
     return result.with_name(result.stem + ".provenance.json")
 
 
-def write_provenance(result: str | Path, command: str, started: datetime, ended: datetime | None = None, **extra) -> Path:
+def write_provenance(result: str | Path, command: str, started: datetime, ended: datetime | None = None,
+                     torch_threads: int | None = None, **extra) -> Path:
     """Write the provenance of ``result`` beside it; returns the path written."""
     ended = ended or datetime.now(timezone.utc)
     path = provenance_path(result)
-    path.write_text(json.dumps(provenance(command, started, ended, **extra), indent=2) + "\n")
+    path.write_text(json.dumps(provenance(command, started, ended, torch_threads, **extra), indent=2) + "\n")
     return path
 
 
@@ -117,13 +119,8 @@ def main(argv=None) -> int:
             ap.error(f"--commit {args.commit!r} is not a commit of this repository")
         extra.update(commit=full, uncommitted_changes=False)
     ended = datetime.fromisoformat(args.ended.replace("Z", "+00:00")) if args.ended else None
-    path = write_provenance(args.result, args.command, started, ended, **extra)
-    threads = _recorded_threads(args.result)
-    if threads is not None:  # the run's own count (a notebook's kernel), not this process's
-        rec = json.loads(path.read_text())
-        rec["machine"]["torch_threads"] = threads
-        path.write_text(json.dumps(rec, indent=2) + "\n")
-    print(path)
+    # the run's own thread count (a notebook's kernel) when its result records it, not this process's
+    print(write_provenance(args.result, args.command, started, ended, _recorded_threads(args.result), **extra))
     return 0
 
 

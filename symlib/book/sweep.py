@@ -821,9 +821,8 @@ def save_table(grid, out, command: str, threads: int = 1) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, df.to_csv(index=False))
     commits = sorted(set(done.commit.astype(object).fillna("not recorded"))) if "commit" in done else ["not recorded"]
-    rec = provenance(command, started, ends.max().to_pydatetime(), cells=f"{len(done)} of {len(df)} finished",
+    rec = provenance(command, started, ends.max().to_pydatetime(), threads, cells=f"{len(done)} of {len(df)} finished",
                      cell_seconds=round(float(done.seconds.sum()), 1), cell_commits=commits)
-    rec["machine"]["torch_threads"] = threads
     atomic_write_json(provenance_path(out), rec)
     return out
 
