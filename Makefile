@@ -154,12 +154,13 @@ bench: venv
 
 # symlib's DAS search against pyvene's on the same GRU, pairs, loss and optimiser (benchmarks/bench_peers.py; see
 # benchmarks/README.md, "symlib and pyvene"). pyvene is the optional extra `peers`, installed here with torch pinned to
-# the venv's own build, so it can never replace it; it runs offline. PEERS_ARGS passes options (e.g. --threads 1).
+# the venv's own build, so it can never replace it; it runs offline. It trains the book's seed-0 GRU first when data/
+# has none (--net book), so a fresh clone measures the trained network. PEERS_ARGS passes options (e.g. --threads 1).
 bench-peers: venv
 	$(BIN)/python -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-pin.txt
 	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e ".[peers]"
 	@mkdir -p results/peers
-	started=$$(date -u +%FT%TZ) && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py --out results/peers/bench_peers.json $(PEERS_ARGS) \
+	started=$$(date -u +%FT%TZ) && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py --net book --out results/peers/bench_peers.json $(PEERS_ARGS) \
 	&& $(BIN)/python -m symlib provenance results/peers/bench_peers.json --command "make bench-peers $(PEERS_ARGS)" --started $$started
 	$(BIN)/python -m symlib report results/peers/bench_peers.json --readme README.md --block peers
 
