@@ -61,7 +61,7 @@ dynamics-full: venv
 	started=$$(date -u +%FT%TZ) && SYMLIB_FIGURES=$(CURDIR)/$(DYN_FULL)/figures $(PM) notebooks/05_learning_dynamics.ipynb $(DYN_FULL)/05_learning_dynamics.ipynb \
 	  -p ARCHS "gru,lstm" -p SEEDS "0,1,2" -p N_CHECKPOINTS 6 -p COLD_CHECK 2 -p RESULTS_PATH $(CURDIR)/$(DYN_FULL)/05_learning_dynamics.json \
 	&& $(BIN)/python -m symlib provenance $(DYN_FULL)/05_learning_dynamics.json --command "make dynamics-full" --started $$started
-	$(BIN)/python -m symlib report $(DYN_FULL)/05_learning_dynamics.json --readme README.md --block dynamics
+	$(BIN)/python -m symlib report $(DYN_FULL)/05_learning_dynamics.json --readme docs/results.md --block dynamics
 
 # chapter 06 (Model Alignment Search) at its default size: three GRU seeds, an LSTM and a Transformer, plus a
 # SingleObject GRU. `make book` runs it at a reader's size (three networks, three sizes).
@@ -79,7 +79,7 @@ mas-full: venv
 	  -p NETWORKS "gru:0,gru:1,lstm:0,transformer:0" -p UNITS "1,4,16" -p MAX_STEPS 20000 -p SWEEP_STEPS 20000 -p CROSS_TASK "" \
 	  -p RESULTS_PATH $(CURDIR)/$(MAS_FULL)/06_model_alignment_search.json \
 	&& $(BIN)/python -m symlib provenance $(MAS_FULL)/06_model_alignment_search.json --command "make mas-full" --started $$started
-	$(BIN)/python -m symlib report $(MAS_FULL)/06_model_alignment_search.json --readme README.md --block mas
+	$(BIN)/python -m symlib report $(MAS_FULL)/06_model_alignment_search.json --readme docs/results.md --block mas
 
 # chapter 04's comparison as Dask sweeps (resumable: a rerun skips finished cells; WORKERS=N or
 # SCHEDULER=tcp://host:8786 to choose where it runs), then chapter 04 reading the sweep's table.

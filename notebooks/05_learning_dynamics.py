@@ -365,7 +365,7 @@ print("\n".join(lines_out))
 # %% [markdown]
 # ### The full run, at convergence
 # The chapter at a larger size (GRU and LSTM, seeds 0-2, six checkpoints each, every search to convergence), as committed in `results/dynamics/` by `make dynamics-full` (the
-# README prints the same block). Where this run is smaller or stops its searches earlier, read
+# book's results page, docs/results.md, prints the same block). Where this run is smaller or stops its searches earlier, read
 # its numbers above as an illustration and these as the finding.
 
 # %%

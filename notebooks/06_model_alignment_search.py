@@ -389,8 +389,8 @@ print("\n".join(lines_out))
 # %% [markdown]
 # ### The full run, at convergence
 # The chapter at a larger size (the seed-0 GRU, LSTM and Transformer, every search to
-# convergence), as committed in `results/mas/` by `make mas-full` (the README prints the same
-# block). Where this run is smaller or stops its searches earlier, read its numbers above as an
+# convergence), as committed in `results/mas/` by `make mas-full` (the book's results page,
+# docs/results.md, prints the same block). Where this run is smaller or stops its searches earlier, read its numbers above as an
 # illustration and these as the finding.
 
 # %%

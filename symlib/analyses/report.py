@@ -1,11 +1,11 @@
-"""README blocks printed from committed results: no number in the README is typed by hand.
+"""README blocks printed from committed results: no number in the README (or docs/results.md) is typed by hand.
 
 A block is what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in a markdown
 file. ``write_block`` replaces it; ``read_block`` gives it back (the tests compare it with
 what the results print). As a command, a list of lines saved in a results JSON (a chapter's
 ``summary``) goes into a block, with where it came from (its provenance) under it::
 
-    python -m symlib report results/mas/06_model_alignment_search.json --key summary --readme README.md --block mas
+    python -m symlib report results/mas/06_model_alignment_search.json --key summary --readme docs/results.md --block mas
 """
 from __future__ import annotations
 

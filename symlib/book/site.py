@@ -31,7 +31,7 @@ from pathlib import Path
 from ..paths import REPO_ROOT
 
 #: Pages of docs/ in reading order; any other docs/*.md page follows them, by name.
-PAGE_ORDER = ("science", "choices", "running", "parameters", "library", "earlier_results")
+PAGE_ORDER = ("science", "choices", "running", "parameters", "library", "results", "earlier_results")
 CHAPTER_GLOB = "[0-9][0-9]_*.ipynb"
 
 
