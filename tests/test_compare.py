@@ -145,6 +145,15 @@ def test_sweep_report_states_what_finished_what_converged_and_what_is_pending(tm
     assert "training" not in text  # this table records no network: nothing to say about it
     assert "Pending: lstm · sameobject (1 cells)." in text
     assert "between 2026-12-07T12:42 and 2026-12-07T20:01 UTC; the code's commit per cell: 0123456 (1), not recorded (2)." in text
+    assert "Machine per cell" not in text  # no cell of this table recorded one
+
+
+def test_sweep_report_names_the_machine_each_cell_ran_on(tmp_path):
+    df = pd.read_csv(_sweep_csv(tmp_path))
+    df["machine"] = ["AMD EPYC, 2 cores", None, "AMD EPYC, 2 cores", None, None]
+    df.to_csv(tmp_path / "results.csv", index=False)
+    text = compare.sweep_report(tmp_path / "results.csv")
+    assert "Machine per cell: AMD EPYC, 2 cores (2), not recorded (1)." in text
 
 
 def test_sweep_report_says_when_cells_of_one_network_ran_on_different_trainings(tmp_path):

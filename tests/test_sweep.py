@@ -159,7 +159,7 @@ def test_results_table_columns_and_files(tmp_path, client):
     a list metric stays in metrics.json; spec.yaml is written."""
     spec = _spec(tmp_path, grid=[{"x": [1, 2], "y": [0, 10]}, {"x": [5]}], fixed={"marker": ""})
     df = run_sweep(spec, client=client, progress=False)
-    assert list(df.columns) == ["x", "y", "marker", "cell", "status", "error", "seconds", "finished_at", "commit", "nested.half", "nested.name", "sq"]
+    assert list(df.columns) == ["x", "y", "marker", "cell", "status", "error", "seconds", "finished_at", "commit", "machine", "nested.half", "nested.name", "sq"]
     assert list(df.status) == ["ok"] * 5 and df.error.isna().all() and (df.seconds >= 0).all()
     assert list(df.sq) == [1, 11, 4, 14, 25] and list(df["nested.half"]) == [0.5, 0.5, 1.0, 1.0, 2.5]
     csv = pd.read_csv(tmp_path / "out" / "results.csv")
@@ -167,7 +167,9 @@ def test_results_table_columns_and_files(tmp_path, client):
     cell = tmp_path / "out" / "cells" / df.cell[0]
     assert json.loads((cell / "metrics.json").read_text())["table"] == [{"a": 1}, {"a": 2}]
     rec = json.loads((cell / "result.json").read_text())
-    assert set(rec) == {"params", "status", "error", "metrics", "seconds", "finished_at", "commit"}
+    assert set(rec) == {"params", "status", "error", "metrics", "seconds", "finished_at", "commit", "machine"}
+    from symlib.analyses.provenance import machine_name
+    assert rec["machine"] == machine_name() and "cores" in rec["machine"] and list(df.machine) == [rec["machine"]] * 5
     assert rec["params"] == {"x": 1, "y": 0, "marker": ""} and rec["status"] == "ok" and rec["error"] is None
     assert yaml.safe_load((tmp_path / "out" / "spec.yaml").read_text())["function"] == "sweep_cells.square"
 
@@ -417,6 +419,9 @@ def test_a_saved_table_restores_into_a_fresh_checkout_and_only_the_rest_runs(tmp
     assert "restored 1 cell(s)" in capsys.readouterr().out
     rec = json.loads((cells[1].dir / "result.json").read_text())
     assert rec["restored_from"] == str(saved) and rec["commit"] == before["commit"]
+    assert rec["machine"] == before["machine"] and rec["machine"]  # where it ran, not where it was restored
+    prov = json.loads((tmp_path / "results" / "t.provenance.json").read_text())
+    assert prov["cell_machines"] == {before["machine"]: 2} and prov["cells"] == "2 of 3 finished"
     assert rec["seconds"] == before["seconds"] and rec["metrics"] == {"sq": 1, "nested.half": 0.5, "nested.name": "x1"}
     assert json.loads((cells[2].dir / "result.json").read_text()) == kept
     assert list(sweep.results_table(spec, write=False).status) == ["ok", "ok", "pending"]

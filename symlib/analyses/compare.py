@@ -401,6 +401,9 @@ def sweep_report(csv, shown: str | None = None) -> str:
         by_commit = ", ".join(f"{c[:7] if c != 'not recorded' else c} ({k})" for c, k in commits.value_counts(sort=False).sort_index().items())
         lines += ["", f"Cells finished between {done.finished_at.min()[:16]} and {done.finished_at.max()[:16]} UTC; "
                       f"the code's commit per cell: {by_commit}."]
+        if "machine" in done and done.machine.notna().any():  # recorded by sweeps since 2026-12-08
+            machines = done.machine.astype(object).fillna("not recorded").value_counts(sort=False).sort_index()
+            lines[-1] += " Machine per cell: " + ", ".join(f"{m} ({k})" for m, k in machines.items()) + "."
     lines += ["", f"Printed by `python -m symlib compare --report {shown or csv}`."]
     return "\n".join(lines)
 

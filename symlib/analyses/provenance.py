@@ -45,9 +45,18 @@ def _cpu_model() -> str:
 
 def code_version() -> dict:
     """The commit of the code that runs (None outside a git checkout) and whether its work tree had
-    uncommitted changes to code (README blocks and results/, which result commands write, do not count)."""
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)README.md", ":(exclude)results")
+    uncommitted changes to code (the README's and docs/results.md's blocks and results/, which result commands write, do not count)."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)README.md", ":(exclude)docs/results.md",
+                  ":(exclude)results")
     return {"commit": _git("rev-parse", "HEAD"), "uncommitted_changes": None if status is None else bool(status)}
+
+
+def machine_name() -> str:
+    """This machine in a few words, for a record that has no room for the whole ``machine`` entry (a
+    sweep cell's): the CPU model and cores, and the CUDA device when torch sees one."""
+    import torch
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return f"{_cpu_model()}, {os.cpu_count()} cores" + (f", {cuda}" if cuda else "")
 
 
 def provenance(command: str, started: datetime, ended: datetime, torch_threads: int | None = None, **extra) -> dict:

@@ -42,7 +42,7 @@ What it writes (workers must see the same file system as the caller)::
 
     <out>/spec.yaml                       the resolved spec (written at the start)
     <out>/results.csv                     one row per cell (written at the end)
-    <out>/cells/<cell id>/result.json     params, status (ok/failed), error, metrics, seconds, finished_at, commit
+    <out>/cells/<cell id>/result.json     params, status (ok/failed), error, metrics, seconds, finished_at, commit, machine
     <out>/cells/<cell id>/metrics.json    everything the cell reported (e.g. a ``table`` of rows)
     <out>/cells/<cell id>/<stem>.ipynb    the executed notebook (notebook cells)
 
@@ -50,7 +50,8 @@ A cell id is a readable slug of its grid values and a short hash of all its para
 e.g. ``ARCH=gru_SEED=0-3fa2c1d9``. results.csv has the parameters as columns, then
 ``cell``, ``status`` (ok, failed or pending), ``error`` (``Type: message``), ``seconds``, ``finished_at`` (UTC),
 ``commit`` (of the code that ran the cell, ``+changes`` when its work tree had uncommitted ones),
-then the cell's scalar metrics (nested dicts flattened to ``a.b``; lists left out, they
+``machine`` (the CPU, cores and any CUDA device of the worker that ran it: a sweep resumed or restored
+elsewhere says which cells ran where), then the cell's scalar metrics (nested dicts flattened to ``a.b``; lists left out, they
 stay in metrics.json). A metric named like a parameter or one of those columns becomes
 ``metrics.<name>``.
 
@@ -66,7 +67,7 @@ Changing a parameter (also a fixed one) changes the cell ids, so those cells run
 Saving and restoring: ``--save-table CSV`` writes the table as it stands (pending cells
 included) with its provenance (``CSV.provenance.json``), e.g. into a committed results
 folder; ``--restore CSV`` gives the cells that have no result yet the finished rows of such a
-table (their scalar metrics, seconds and commit; ``restored_from`` in result.json), so a fresh
+table (their scalar metrics, seconds, commit and machine; ``restored_from`` in result.json), so a fresh
 checkout goes on from a committed sweep and runs only what the table lacks.
 
 Before any cell runs, the spec is checked, and a mistake raises a ValueError (the command
@@ -144,7 +145,7 @@ SPEC_KEYS: tuple[str, ...] = ("notebook", "function", "out", "grid", "fixed")
 #: The notebook parameter through which a cell learns where to write its metrics.
 RESULTS_PARAM = "RESULTS_PATH"
 #: The columns of results.csv after the parameters and before the metrics.
-TABLE_COLUMNS: tuple[str, ...] = ("cell", "status", "error", "seconds", "finished_at", "commit")
+TABLE_COLUMNS: tuple[str, ...] = ("cell", "status", "error", "seconds", "finished_at", "commit", "machine")
 #: Plural parameter names (comma-separated lists) and the singular name whose choices they take.
 PLURALS = {"archs": "arch", "tasks": "task", "programs": "program", "variables": "variable"}
 #: How many traceback lines a failed cell keeps in its result.json.
@@ -548,12 +549,12 @@ def _error_record(e: BaseException) -> dict:
 
 
 def _result(params: dict, status: str, error: dict | None, metrics: dict, seconds: float) -> dict:
-    from ..analyses.provenance import code_version
+    from ..analyses.provenance import code_version, machine_name
     code = code_version()  # a sweep resumed over several sittings may span commits: each cell says which made it
     commit = (code["commit"] or "unknown")[:12] + ("+changes" if code["uncommitted_changes"] else "")
     return {"params": json_ready(params, None), "status": status, "error": error, "metrics": json_ready(metrics),
             "seconds": round(seconds, 3), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "commit": commit}
+            "commit": commit, "machine": machine_name()}
 
 
 def run_cell(cell_dir: str, params: dict, function: str | None = None, notebook: str | None = None,
@@ -668,10 +669,10 @@ def results_table(spec: dict | str | Path, write: bool = True) -> pd.DataFrame:
     for c in cells:
         rec = _read_result(c.dir)
         row = {**c.params, "cell": c.id, "status": "pending", "error": None, "seconds": np.nan, "finished_at": None,
-               "commit": None}
+               "commit": None, "machine": None}
         if rec is not None:
             row.update(status=rec["status"], error=_error_text(rec.get("error")), seconds=rec.get("seconds", np.nan),
-                       finished_at=rec.get("finished_at"), commit=rec.get("commit"))
+                       finished_at=rec.get("finished_at"), commit=rec.get("commit"), machine=rec.get("machine"))
             for k, v in (rec.get("metrics") or {}).items():
                 col = f"metrics.{k}" if k in taken else k
                 metric_cols.setdefault(col, None)
@@ -820,9 +821,11 @@ def save_table(grid, out, command: str, threads: int = 1) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, df.to_csv(index=False))
-    commits = sorted(set(done.commit.astype(object).fillna("not recorded"))) if "commit" in done else ["not recorded"]
+    def tally(col: str) -> dict:  # how many finished cells each value (commit, machine) ran
+        return done[col].astype(object).fillna("not recorded").value_counts().sort_index().to_dict()
     rec = provenance(command, started, ends.max().to_pydatetime(), threads, cells=f"{len(done)} of {len(df)} finished",
-                     cell_seconds=round(float(done.seconds.sum()), 1), cell_commits=commits)
+                     cell_seconds=round(float(done.seconds.sum()), 1), cell_commits=sorted(tally("commit")),
+                     cell_machines=tally("machine"))
     atomic_write_json(provenance_path(out), rec)
     return out
 
@@ -833,7 +836,7 @@ def restore_table(grid, table) -> dict:
 
     For every row of ``table`` with status ``ok`` whose ``cell`` id is a cell of ``grid`` that has no
     result.json yet, writes that cell's result.json from the row: its scalar metrics, seconds,
-    finished_at and the commit that ran it, plus ``restored_from`` (the table's path). A cell that
+    finished_at, and the commit and machine that ran it, plus ``restored_from`` (the table's path). A cell that
     already has a result is left as it is; failed and pending rows are not restored (those cells run).
     metrics.json is not restored (a saved table holds only the scalar metrics). Returns the counts
     ``restored``, ``kept`` (had a result), ``not_in_grid`` (ok rows whose id no cell of the grid has:
@@ -864,11 +867,11 @@ def restore_table(grid, table) -> dict:
             continue
         metrics = {(k[len("metrics."):] if k.startswith("metrics.") else k): row[k]
                    for k in metric_cols if not pd.isna(row[k])}
-        commit = row.get("commit")
+        commit, machine = row.get("commit"), row.get("machine")
         record = {"params": json_ready(c.params, None), "status": "ok", "error": None,
                   "metrics": json_ready(metrics, None), "seconds": float(row["seconds"]),
                   "finished_at": row.get("finished_at"), "commit": None if pd.isna(commit) else commit,
-                  "restored_from": str(table)}
+                  "machine": None if machine is None or pd.isna(machine) else machine, "restored_from": str(table)}
         c.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(c.dir / "result.json", record, digits=None)
         counts["restored"] += 1
