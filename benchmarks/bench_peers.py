@@ -170,6 +170,37 @@ def full_rotation(Q: torch.Tensor, seed: int) -> torch.Tensor:
     return R
 
 
+class SquareRotation(nn.Module):
+    """pyvene's parametrisation in symlib's search: a full d x d rotation under torch's orthogonal
+    parametrisation (the matrix exponential, as for any square matrix), started from pyvene's start,
+    its first k columns the aligned subspace. symlib's own keeps only d x k (Householder reflections).
+    Same subspace at the start, same loss and optimiser: what differs from symlib's row is the
+    parametrisation alone, and what differs from pyvene's is pyvene's machinery alone."""
+
+    kind = "orthogonal"
+
+    def __init__(self, start: torch.Tensor, k: int):
+        super().__init__()
+        self.k = k
+        lin = nn.Linear(start.shape[0], start.shape[0], bias=False)
+        self.lin = nn.utils.parametrizations.orthogonal(lin)
+        self.lin.weight = start  # right_inverse: the trivialisation's base becomes ``start``
+
+    def interchange(self, h_t, h_s, swap, source=None):
+        Q = self.lin.weight[:, : self.k]
+        zt, zs = h_t.float() @ Q, h_s.float() @ Q
+        return (h_t.float() + (zs - zt) @ Q.T).to(h_t.dtype)
+
+    def penalty(self):
+        return torch.zeros(())
+
+    def on_step(self, step):
+        pass
+
+    def progress(self):
+        return {}
+
+
 class Subspace(nn.Module):
     """A fixed aligned subspace Q (d x k) in symlib's interchange form, to score another library's result."""
 
@@ -381,6 +412,12 @@ def main(argv=None):
     def symlib_search(kind):
         return SymlibSearch(net, new_alignment(replace(cfg, alignment=kind), D), train, a.lr)
 
+    def symlib_square_search():  # symlib's step with pyvene's parametrisation and start
+        search = SymlibSearch(net, SquareRotation(full_rotation(new_alignment(cfg, D).Q.detach(), a.seed), a.n_units),
+                              train, a.lr)
+        search.label = "symlib with pyvene's rotation (full square, matrix exponential)"
+        return search
+
     def pyvene_search(kind, sources, budget, cached=False):
         if kind == "orthogonal":
             iv = _through_time(pv.RotatedSpaceIntervention)(embed_dim=D)
@@ -405,12 +442,13 @@ def main(argv=None):
     with frozen(net):
         s_orth = record(symlib_search("orthogonal"), "orthogonal", a.budget, True)
         p_orth = record(pyvene_search("orthogonal", "given", a.budget), "orthogonal", a.budget, True)
+        record(symlib_square_search(), "orthogonal", a.budget, True)
         short = a.steps + a.warmup
         p_src = record(pyvene_search("orthogonal", "run", short), "orthogonal", short, False)
         p_cached = record(pyvene_search("orthogonal", "given", short, cached=True), "orthogonal", short, False)
         if not a.no_boundless:
-            record(symlib_search("boundless"), "boundless", a.budget, True)
-            record(pyvene_search("boundless", "given", a.budget), "boundless", a.budget, True)
+            s_bound = record(symlib_search("boundless"), "boundless", a.budget, True)
+            p_bound = record(pyvene_search("boundless", "given", a.budget), "boundless", a.budget, True)
     ratio = s_orth["ms_median"] / p_orth["ms_median"]
     lines = []  # what the run concludes, printed and saved as the JSON's summary (the README's speed block)
     for r in rows:
@@ -425,6 +463,9 @@ def main(argv=None):
                  f"(torch's parametrize.cached) {p_cached['ms_median_first']}")
     lines.append(f"- ms per step over the whole {a.budget}-step search (median): symlib {s_orth['ms_median']}, "
                  f"pyvene {p_orth['ms_median']} ({a.threads} torch thread(s), {a.device})")
+    if not a.no_boundless:
+        lines.append(f"- boundless, ms per step over the whole {a.budget}-step search (median): symlib {s_bound['ms_median']}, "
+                     f"pyvene {p_bound['ms_median']}")
     lines.append(f"- ratio symlib/pyvene ms per step: {ratio:.3f}")
     write_report(a.out, a.threads, a.device, rows, [
         ("library", "{r[library]}"), ("alignment", "{r[alignment]}"),
