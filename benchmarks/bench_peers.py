@@ -50,7 +50,10 @@ runs only what follows, packed to each row's last scored token), its GRU is a Py
 time (symlib's is torch's fused GRU), its rotation is a full 128 x 128 orthogonal
 parametrisation recomputed at every hook call (symlib keeps the 128 x 16 columns that matter,
 computed once a step), so the two optimisers move differently parametrised rotations from the
-same start.
+same start. A third orthogonal row tests that this is all that differs: symlib's own step with
+pyvene's parametrisation (``SquareRotation``: the full square rotation by matrix exponential, from
+pyvene's start) should reach pyvene's IIA and loss after the same budget; the summary prints the
+difference.
 
     make bench-peers                       # installs .[peers] (pyvene) into .venv, torch pinned, then runs this
     python benchmarks/bench_peers.py [--net auto|book|untrained] [--budget 300] [--steps 50] [--warmup 5]
@@ -442,7 +445,7 @@ def main(argv=None):
     with frozen(net):
         s_orth = record(symlib_search("orthogonal"), "orthogonal", a.budget, True)
         p_orth = record(pyvene_search("orthogonal", "given", a.budget), "orthogonal", a.budget, True)
-        record(symlib_square_search(), "orthogonal", a.budget, True)
+        s_square = record(symlib_square_search(), "orthogonal", a.budget, True)
         short = a.steps + a.warmup
         p_src = record(pyvene_search("orthogonal", "run", short), "orthogonal", short, False)
         p_cached = record(pyvene_search("orthogonal", "given", short, cached=True), "orthogonal", short, False)
@@ -463,6 +466,10 @@ def main(argv=None):
                  f"(torch's parametrize.cached) {p_cached['ms_median_first']}")
     lines.append(f"- ms per step over the whole {a.budget}-step search (median): symlib {s_orth['ms_median']}, "
                  f"pyvene {p_orth['ms_median']} ({a.threads} torch thread(s), {a.device})")
+    lines.append(f"- the same parametrisation in both (symlib with pyvene's rotation against pyvene): test IIA differs by "
+                 f"{abs(s_square['iia'] - p_orth['iia']):.3f} (changed pairs {abs(s_square['iia_changed'] - p_orth['iia_changed']):.3f}), "
+                 f"last loss {s_square['last_loss']} against {p_orth['last_loss']}; ms per step (median) "
+                 f"{s_square['ms_median']} against {p_orth['ms_median']}")
     if not a.no_boundless:
         lines.append(f"- boundless, ms per step over the whole {a.budget}-step search (median): symlib {s_bound['ms_median']}, "
                      f"pyvene {p_bound['ms_median']}")
