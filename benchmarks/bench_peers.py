@@ -427,7 +427,8 @@ def main(argv=None):
             iv.set_interchange_dim(a.n_units)
             start = new_alignment(cfg, D).Q.detach()  # symlib's starting subspace
             iv.rotate_layer.weight = full_rotation(start, a.seed)
-        else:
+        else:  # pyvene draws its own starting rotation and boundary: seeded, so that a rerun repeats it
+            torch.manual_seed(split_seed(a.seed, "pyvene boundless"))
             iv = _through_time(pv.BoundlessRotatedSpaceIntervention)(embed_dim=D)
         return PyveneSearch(pv, pvm, iv.to(dev), train, a.lr, sources, budget=budget, cached=cached)
 
