@@ -161,7 +161,7 @@ bench-peers: venv
 	$(BIN)/python -m pip install -q -c $(VENV)/torch-pin.txt -e ".[peers]"
 	@mkdir -p results/peers
 	started=$$(date -u +%FT%TZ) && HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python benchmarks/bench_peers.py --net book --out results/peers/bench_peers.json $(PEERS_ARGS) \
-	&& $(BIN)/python -m symlib provenance results/peers/bench_peers.json --command "make bench-peers $(PEERS_ARGS)" --started $$started
+	&& $(BIN)/python -m symlib provenance results/peers/bench_peers.json --command "$(strip make bench-peers $(PEERS_ARGS))" --started $$started
 	$(BIN)/python -m symlib report results/peers/bench_peers.json --readme README.md --block peers
 
 # on a machine with a CUDA GPU: pytest -m gpu, then the README's speed figures on CUDA (a DAS step, MAS up to five

@@ -50,7 +50,7 @@ def source_line(result: str | Path, shown: str | None = None) -> str:
     m = d["machine"]
     where = m["cuda"] or f"{m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch thread(s)"
     commit = (d.get("commit") or "unknown")[:7] + (" with uncommitted changes" if d.get("uncommitted_changes") else "")
-    return (f"From `{shown or result}`, made by `{d['command']}` at commit {commit} on {d['started'][:10]} "
+    return (f"From `{shown or result}`, made by `{d['command'].strip()}` at commit {commit} on {d['started'][:10]} "
             f"({where}; {d['wall_seconds'] / 60:.0f} min).")
 
 
