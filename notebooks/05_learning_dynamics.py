@@ -17,7 +17,8 @@
 # - **Runtime (2-core CPU, default size):** 90 searches, now each to convergence (a warm
 #   start needs at least the 1000 steps of the plateau rule unless its IIA reaches `target_iia=0.995`), so
 #   hours rather than the 43 minutes the 150-step warm starts took (not yet remeasured);
-#   `make dynamics-full` (GRU and LSTM, 6 checkpoints) is about an hour. A Transformer's search
+#   `make dynamics-full` (GRU and LSTM, 6 checkpoints) takes under an hour (its provenance in
+#   `results/dynamics/` says how long, on which machine). A Transformer's search
 #   costs about four times a GRU's. Every search is cached, so a rerun takes a minute or two.
 #   The test suite runs it at a tiny size in under a minute.
 # - **GPU:** optional; training and searches run on CUDA when `DEVICE` picks it.
