@@ -54,9 +54,14 @@ def code_version() -> dict:
 def machine_name() -> str:
     """This machine in a few words, for a record that has no room for the whole ``machine`` entry (a
     sweep cell's): the CPU model and cores, and the CUDA device when torch sees one."""
-    import torch
-    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    cuda = _cuda_name()
     return f"{_cpu_model()}, {os.cpu_count()} cores" + (f", {cuda}" if cuda else "")
+
+
+def _cuda_name() -> str | None:
+    """The first CUDA device's name, or None when torch sees none."""
+    import torch
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 def provenance(command: str, started: datetime, ended: datetime, torch_threads: int | None = None, **extra) -> dict:
@@ -72,7 +77,7 @@ def provenance(command: str, started: datetime, ended: datetime, torch_threads: 
         "ended": ended.astimezone(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": round((ended - started).total_seconds(), 1),
         "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch_threads": torch_threads or torch.get_num_threads(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "cuda": _cuda_name(),
                     "platform": platform.platform()},
         "python": platform.python_version(),
         "torch": torch.__version__,
